@@ -1,0 +1,30 @@
+"""Task-correlation generator of the MMoE paper (KDD 2018, section 3.2), for K tasks.
+
+Public API::
+
+    spec = get_preset("kdd18")                      # or TaskSpec(d=..., alpha=..., ...)
+    w = task_weights(key_w, spec, 0.5)              # (d, K), exact cosines
+    x, y = sample(key_x, spec, n, w)                # (n, d), (n, K)
+"""
+
+from .core import (
+    TaskSpec,
+    label_correlation,
+    label_moments,
+    sample,
+    task_weights,
+    validate_correlation,
+)
+from .presets import PRESETS, get_preset, preset_names
+
+__all__ = [
+    "TaskSpec",
+    "PRESETS",
+    "get_preset",
+    "preset_names",
+    "task_weights",
+    "sample",
+    "label_correlation",
+    "label_moments",
+    "validate_correlation",
+]

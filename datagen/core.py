@@ -1,0 +1,305 @@
+"""The KDD18 task generator (Ma et al., KDD 2018, section 3.2), generalised to K tasks.
+
+Every function here is pure JAX and works under ``jit`` and ``vmap``. A run's data is a
+function of a ``jax.random`` key and a :class:`TaskSpec`; the correlation (a scalar ``p``
+for two tasks, or a ``(K, K)`` cosine matrix) may be a traced value.
+
+Construction, for task weights with target cosine matrix ``R`` (``R = [[1, p], [p, 1]]``
+for the paper's pair of tasks)::
+
+    U  = K orthonormal columns in R^d             (d, K)
+    W  = c * U @ L.T,   L = cholesky(R)           (d, K),   cos(w_i, w_j) = R_ij
+    x  ~ N(0, I_d)                                (n, d)
+    z  = x @ W                                    (n, K)
+    y  = z + sum_i sin(alpha_i * z + beta_i) + noise_std * eps
+
+For K = 2, ``L = [[1, 0], [p, sqrt(1 - p^2)]]`` and ``W`` is exactly the paper's
+``w1 = c u1``, ``w2 = c (p u1 + sqrt(1 - p^2) u2)``.
+
+Since every column of ``W`` has norm ``c``, each ``z_k`` is exactly ``N(0, c^2)`` whatever
+``d`` and ``R``; so the label moments, the label correlation and the standardisation
+constants have closed forms (:func:`label_moments`, :func:`label_correlation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "TaskSpec",
+    "cosine_matrix",
+    "validate_correlation",
+    "psd_cholesky",
+    "orthonormal_basis",
+    "task_weights",
+    "labels",
+    "sample",
+    "label_moments",
+    "label_correlation",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """Constants of one generator; everything a run's data depends on besides its key.
+
+    Attributes:
+      d: input dimension (the paper uses 100).
+      c: norm of every task weight vector ``w_k``.
+      alpha: sinusoid frequencies ``alpha_i``, ``m = len(alpha)`` terms, shared by all tasks.
+      beta: sinusoid phases ``beta_i``, same length as ``alpha``.
+      noise_std: standard deviation of the i.i.d. Gaussian label noise.
+      standardize: if True, labels are centred and divided by their exact (closed-form)
+        standard deviation, a constant of the spec, so an MSE reads as a fraction of
+        label variance.
+      name: a label for reports (the preset name).
+    """
+
+    d: int = 100
+    c: float = 1.0
+    alpha: tuple[float, ...] = ()
+    beta: tuple[float, ...] = ()
+    noise_std: float = 0.1
+    standardize: bool = True
+    name: str = "custom"
+
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", tuple(float(a) for a in self.alpha))
+        object.__setattr__(self, "beta", tuple(float(b) for b in self.beta))
+        if not isinstance(self.d, int | np.integer) or self.d < 1:
+            raise ValueError(f"d must be a positive integer, got {self.d!r}")
+        if not (math.isfinite(self.c) and self.c > 0):
+            raise ValueError(f"c must be a finite number > 0, got {self.c!r}")
+        if len(self.alpha) != len(self.beta):
+            raise ValueError(
+                f"alpha and beta must have the same length m, got {len(self.alpha)} and "
+                f"{len(self.beta)}"
+            )
+        if not all(math.isfinite(v) for v in self.alpha + self.beta):
+            raise ValueError("alpha and beta must be finite numbers")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+
+    @property
+    def m(self) -> int:
+        """Number of sinusoid terms."""
+        return len(self.alpha)
+
+    def replace(self, **changes) -> TaskSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field."""
+        out = dataclasses.asdict(self)
+        out["alpha"] = list(self.alpha)
+        out["beta"] = list(self.beta)
+        return out
+
+
+# ----------------------------------------------------------------------------- correlation
+
+
+def cosine_matrix(p, n_tasks: int = 2):
+    """The ``(K, K)`` target cosine matrix for a scalar ``p`` (every pair has cosine ``p``).
+
+    Args:
+      p: scalar, possibly traced.
+      n_tasks: K.
+    Returns:
+      ``(K, K)`` array with unit diagonal and ``p`` elsewhere.
+    """
+    eye = jnp.eye(n_tasks)
+    return eye + (1.0 - eye) * jnp.asarray(p, jnp.float32)
+
+
+def validate_correlation(corr, n_tasks: int | None = None, d: int | None = None) -> np.ndarray:
+    """Check a correlation on the host and return it as a ``(K, K)`` float64 matrix.
+
+    ``corr`` is a scalar ``p`` in [-1, 1] (two tasks, or ``n_tasks`` tasks that all share the
+    cosine ``p``) or a ``(K, K)`` matrix that is symmetric, has a unit diagonal and is
+    positive semidefinite. Raises ``ValueError`` naming the parameter and its allowed range.
+    """
+    arr = np.asarray(corr, dtype=np.float64)
+    if arr.ndim == 0:
+        p = float(arr)
+        if not (math.isfinite(p) and -1.0 <= p <= 1.0):
+            raise ValueError(f"correlation p must lie in [-1, 1], got {p!r}")
+        k = 2 if n_tasks is None else n_tasks
+        arr = np.full((k, k), p)
+        np.fill_diagonal(arr, 1.0)
+    elif arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"correlation matrix R must be square (K, K), got shape {arr.shape}")
+    k = arr.shape[0]
+    if n_tasks is not None and k != n_tasks:
+        raise ValueError(f"correlation matrix R is {k}x{k} but n_tasks is {n_tasks}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("correlation matrix R must be finite")
+    if not np.allclose(arr, arr.T, atol=1e-8):
+        raise ValueError("correlation matrix R must be symmetric")
+    if not np.allclose(np.diag(arr), 1.0, atol=1e-8):
+        raise ValueError("correlation matrix R must have a unit diagonal (every cos(w_k, w_k) = 1)")
+    if np.any(np.abs(arr) > 1.0 + 1e-12):
+        raise ValueError("correlation matrix R entries must lie in [-1, 1]")
+    min_eig = float(np.linalg.eigvalsh(arr).min())
+    if min_eig < -1e-8:
+        raise ValueError(
+            f"correlation matrix R must be positive semidefinite (smallest eigenvalue >= 0), "
+            f"got smallest eigenvalue {min_eig:.3g}"
+        )
+    if d is not None and d < k:
+        raise ValueError(f"input dimension d must be >= the number of tasks K={k}, got d={d}")
+    return arr
+
+
+def psd_cholesky(r):
+    """Lower-triangular ``L`` with ``L @ L.T = R`` for a PSD ``R``, singular ones included.
+
+    An unrolled Cholesky (K is small) that clamps tiny negative pivots to zero and zeroes a
+    column whose pivot vanishes, so ``p = 1`` gives ``w1 = w2`` instead of NaN. For
+    ``R = [[1, p], [p, 1]]`` it returns ``[[1, 0], [p, sqrt(1 - p^2)]]``, the paper's formula.
+
+    Args:
+      r: ``(K, K)`` symmetric PSD matrix with unit diagonal, possibly traced.
+    Returns:
+      ``(K, K)`` lower-triangular matrix.
+    """
+    r = jnp.asarray(r, jnp.float32)
+    k = r.shape[0]
+    cols = []
+    for j in range(k):
+        prev = jnp.stack(cols, axis=1) if cols else jnp.zeros((k, 0), r.dtype)
+        s = r[:, j] - prev @ prev[j]
+        pivot = jnp.sqrt(jnp.maximum(s[j], 0.0))
+        safe = jnp.where(pivot > 1e-6, pivot, 1.0)
+        col = jnp.where(pivot > 1e-6, s / safe, 0.0)
+        col = jnp.where(jnp.arange(k) < j, 0.0, col).at[j].set(pivot)
+        cols.append(col)
+    return jnp.stack(cols, axis=1)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def orthonormal_basis(key, d: int, n_tasks: int):
+    """K Haar-random orthonormal columns in R^d: QR of a Gaussian matrix, signs fixed.
+
+    Returns:
+      ``(d, K)`` array ``U`` with ``U.T @ U = I_K``.
+    """
+    g = jax.random.normal(key, (d, n_tasks), jnp.float32)
+    q, r = jnp.linalg.qr(g)
+    return q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)
+
+
+def task_weights(key, spec: TaskSpec, corr, n_tasks: int = 2):
+    """Task weight vectors with exact pairwise cosines.
+
+    Args:
+      key: PRNG key for the orthonormal basis.
+      spec: generator constants.
+      corr: scalar ``p`` (possibly traced) or a ``(K, K)`` cosine matrix.
+      n_tasks: K when ``corr`` is a scalar.
+    Returns:
+      ``(d, K)`` array ``W`` with ``|w_k| = c`` and ``cos(w_i, w_j) = R_ij``.
+    """
+    corr = jnp.asarray(corr, jnp.float32)
+    r = cosine_matrix(corr, n_tasks) if corr.ndim == 0 else corr
+    u = orthonormal_basis(key, spec.d, r.shape[0])
+    return spec.c * u @ psd_cholesky(r).T
+
+
+def labels(key, x, w, spec: TaskSpec):
+    """Labels ``y_k = w_k.x + sum_i sin(alpha_i w_k.x + beta_i) + noise`` (standardised if asked).
+
+    Args:
+      key: PRNG key for the noise.
+      x: ``(n, d)`` inputs.
+      w: ``(d, K)`` task weights.
+      spec: generator constants.
+    Returns:
+      ``(n, K)`` labels.
+    """
+    z = x @ w
+    y = z
+    if spec.m:
+        alpha = jnp.asarray(spec.alpha, jnp.float32)
+        beta = jnp.asarray(spec.beta, jnp.float32)
+        y = y + jnp.sin(z[..., None] * alpha + beta).sum(-1)
+    y = y + spec.noise_std * jax.random.normal(key, z.shape, z.dtype)
+    if spec.standardize:
+        mean, std = _standardization(spec)
+        y = (y - mean) / std
+    return y
+
+
+def sample(key, spec: TaskSpec, n: int, w):
+    """Draw ``n`` labelled points for fixed task weights ``w``.
+
+    Args:
+      key: PRNG key for ``x`` and the noise.
+      spec: generator constants.
+      n: number of points (static).
+      w: ``(d, K)`` task weights from :func:`task_weights`.
+    Returns:
+      ``(x, y)`` of shapes ``(n, d)`` and ``(n, K)``.
+    """
+    kx, ke = jax.random.split(key)
+    x = jax.random.normal(kx, (n, spec.d), jnp.float32)
+    return x, labels(ke, x, w, spec)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def _gauss_cos(mean_phase, var):
+    """E[cos(t + phi)] for t ~ N(0, var): cos(phi) * exp(-var / 2)."""
+    return np.cos(mean_phase) * np.exp(-0.5 * var)
+
+
+def label_moments(spec: TaskSpec, p: float) -> tuple[float, float]:
+    """Exact (variance, covariance) of two raw (unstandardised) labels whose weights have cosine p.
+
+    Uses z1, z2 ~ N(0, c^2) with correlation p and Gaussian identities:
+    ``E[sin(a z + b)] = sin(b) e^{-a^2 c^2/2}``, ``E[z sin(a z' + b)] = rho c^2 a cos(b)
+    e^{-a^2 c^2/2}``, ``E[sin(a z + b) sin(a' z' + b')] = (E cos(a z - a' z' + b - b') -
+    E cos(a z + a' z' + b + b')) / 2``.
+    """
+    a = np.asarray(spec.alpha, np.float64)
+    b = np.asarray(spec.beta, np.float64)
+    c2 = spec.c**2
+
+    def cov(rho):
+        damp = np.exp(-0.5 * a**2 * c2)
+        mean_s = np.sin(b) * damp
+        zs = rho * c2 * a * np.cos(b) * damp  # E[z1 s_j(z2)], mean of z is 0
+        ai, aj = a[:, None], a[None, :]
+        e_ss = 0.5 * (
+            _gauss_cos(b[:, None] - b[None, :], c2 * (ai**2 + aj**2 - 2 * rho * ai * aj))
+            - _gauss_cos(b[:, None] + b[None, :], c2 * (ai**2 + aj**2 + 2 * rho * ai * aj))
+        )
+        ss = e_ss - mean_s[:, None] * mean_s[None, :]
+        return rho * c2 + 2 * zs.sum() + ss.sum()
+
+    var = cov(1.0) + spec.noise_std**2
+    return float(var), float(cov(p))
+
+
+def label_correlation(spec: TaskSpec, p: float) -> float:
+    """Exact Pearson correlation of the two tasks' labels at weight cosine ``p``."""
+    var, cov = label_moments(spec, p)
+    return cov / var
+
+
+def _standardization(spec: TaskSpec) -> tuple[float, float]:
+    """Exact mean and std of every task's raw label: constants of the spec, never per batch."""
+    a = np.asarray(spec.alpha, np.float64)
+    b = np.asarray(spec.beta, np.float64)
+    mean = float((np.sin(b) * np.exp(-0.5 * a**2 * spec.c**2)).sum())
+    var, _ = label_moments(spec, 1.0)
+    return mean, math.sqrt(var)
