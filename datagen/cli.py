@@ -96,7 +96,9 @@ def cmd_corr_curve(args) -> None:
     else:
         print(f"preset {spec.name}: {args.trials} trials x {args.n} points, {elapsed:.1f} s")
         print(f"{'cosine':>8} {'pearson mean':>13} {'std':>8}")
-        for p, m, s in zip(curve["cosine"], curve["pearson_mean"], curve["pearson_std"], strict=True):
+        for p, m, s in zip(
+            curve["cosine"], curve["pearson_mean"], curve["pearson_std"], strict=True
+        ):
             print(f"{p:8.3f} {m:13.4f} {s:8.4f}")
     if fig_dir is not None:
         write_curve_csv(curve, fig_dir / f"{FIG2_STEM}.csv")

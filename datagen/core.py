@@ -84,6 +84,10 @@ class TaskSpec:
             raise ValueError("alpha and beta must be finite numbers")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+        # Plain Python numbers, so to_dict() is JSON-ready even for numpy inputs.
+        object.__setattr__(self, "d", int(self.d))
+        object.__setattr__(self, "c", float(self.c))
+        object.__setattr__(self, "noise_std", float(self.noise_std))
 
     @property
     def m(self) -> int:

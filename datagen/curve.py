@@ -76,7 +76,9 @@ def write_curve_csv(curve: dict, path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cosine", "pearson_mean", "pearson_std", "paper"])
-        for p, m, s in zip(curve["cosine"], curve["pearson_mean"], curve["pearson_std"], strict=True):
+        for p, m, s in zip(
+            curve["cosine"], curve["pearson_mean"], curve["pearson_std"], strict=True
+        ):
             w.writerow([f"{p:.6g}", f"{m:.6f}", f"{s:.6f}", paper.get(p, "")])
 
 
@@ -84,7 +86,9 @@ def read_curve_csv(path) -> dict:
     """Read back :func:`write_curve_csv`'s file."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"no stored curve at {path}; run `python -m datagen corr-curve --figure DIR`")
+        raise ValueError(
+            f"no stored curve at {path}; run `python -m datagen corr-curve --figure DIR`"
+        )
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))

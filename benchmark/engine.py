@@ -1,0 +1,272 @@
+"""The training engine: one pure function trains one run; ``jit(vmap(...))`` trains many.
+
+A run is a seed: from its key come the task weights (u vectors), the test set, the
+training data and the model initialisation. The correlation ``p`` and the learning rate
+are traced inputs, so sweeping them never recompiles. Runs are sharded over every device
+``jax.devices()`` lists; every run's numbers are independent of how many devices there are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from datagen import TaskSpec, sample, task_weights, validate_correlation
+
+from .models import ModelConfig
+
+__all__ = ["TrainConfig", "train_run", "train_many", "select_lr", "run_keys", "LR_GRID"]
+
+LR_GRID = (1e-4, 1e-3, 1e-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How every run of a sweep trains.
+
+    Attributes:
+      steps: Adam steps per run; a multiple of ``eval_every``.
+      batch_size: samples per step.
+      eval_every: steps between two test evaluations.
+      n_test: held-out samples per run, drawn with the run's task weights.
+      n_train: size of a fixed training set per run, or None for an endless stream of
+        fresh samples at every step (the paper's "repeat until enough data").
+      n_tasks: K.
+    """
+
+    steps: int = 30_000
+    batch_size: int = 128
+    eval_every: int = 1_000
+    n_test: int = 2_000
+    n_train: int | None = None
+    n_tasks: int = 2
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "n_test", "n_tasks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.steps % self.eval_every:
+            raise ValueError(
+                f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})"
+            )
+        if self.n_train is not None:
+            if not isinstance(self.n_train, int) or self.n_train < 1:
+                raise ValueError(
+                    f"n_train must be a positive integer or None, got {self.n_train!r}"
+                )
+            if self.batch_size > self.n_train:
+                raise ValueError(
+                    f"batch_size ({self.batch_size}) must be <= n_train ({self.n_train})"
+                )
+
+    @property
+    def n_evals(self) -> int:
+        """Number of evaluations, the initial one (step 0) included."""
+        return self.steps // self.eval_every + 1
+
+    def eval_steps(self) -> np.ndarray:
+        """Steps at which the test MSE is recorded, shape (n_evals,)."""
+        return np.arange(self.n_evals) * self.eval_every
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _gate_stats(gates, n_tasks: int) -> dict:
+    """Per-task statistics of gate weights ``(N, K, E)``; zeros of width 0 if ungated."""
+    if gates is None:
+        empty = jnp.zeros((n_tasks, 0))
+        nan = jnp.full((n_tasks,), jnp.nan)
+        return {
+            "gate_mean": empty,
+            "gate_entropy": nan,
+            "gate_polarization": nan,
+            "expert_utilization": nan,
+        }
+    eps = 1e-12
+    mean = gates.mean(0)  # (K, E)
+    entropy = -(gates * jnp.log(gates + eps)).sum(-1).mean(0)  # (K,)
+    n_experts = gates.shape[-1]
+    return {
+        # Average weight each task gives each expert.
+        "gate_mean": mean,
+        # Mean per-sample entropy (nats): 0 = one expert per sample, log E = uniform.
+        "gate_entropy": entropy,
+        # Mean per-sample largest weight: 1 = fully polarised (hard routing).
+        "gate_polarization": gates.max(-1).mean(0),
+        # Effective number of experts a task uses, exp(entropy of its mean weights), / E.
+        "expert_utilization": jnp.exp(-(mean * jnp.log(mean + eps)).sum(-1)) / n_experts,
+    }
+
+
+def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfig) -> dict:
+    """Train one run. Pure: the same (key, p, lr) gives the same numbers.
+
+    Args:
+      key: the run's PRNG key.
+      p: scalar task-weight cosine (traced).
+      lr: scalar Adam learning rate (traced).
+      model: architecture and sizes.
+      spec: generator constants.
+      cfg: training configuration.
+    Returns:
+      dict of arrays: ``curves`` (n_evals, K) test MSE per task; ``final`` (K,) test MSE at
+      the end; ``diverged`` () bool; ``gate_mean`` (K, E); ``gate_entropy``,
+      ``gate_polarization``, ``expert_utilization`` (K,).
+    """
+    k_w, k_test, k_train, k_init = jax.random.split(key, 4)
+    net = model.build(cfg.n_tasks)
+    w = task_weights(k_w, spec, p, cfg.n_tasks)
+    x_test, y_test = sample(k_test, spec, cfg.n_test, w)
+    params = net.init(k_init, x_test[:1])
+    opt = optax.adam(lr)
+    opt_state = opt.init(params)
+
+    if cfg.n_train is None:
+
+        def batch(step):
+            return sample(jax.random.fold_in(k_train, step), spec, cfg.batch_size, w)
+
+    else:
+        x_train, y_train = sample(k_train, spec, cfg.n_train, w)
+
+        def batch(step):
+            idx = jax.random.randint(
+                jax.random.fold_in(k_train, step), (cfg.batch_size,), 0, cfg.n_train
+            )
+            return x_train[idx], y_train[idx]
+
+    def loss_fn(params, x, y):
+        preds, _ = net.apply(params, x)
+        return jnp.mean((preds - y) ** 2)
+
+    def test_mse(params):
+        preds, _ = net.apply(params, x_test)
+        return jnp.mean((preds - y_test) ** 2, axis=0)
+
+    def step(carry, i):
+        params, opt_state = carry
+        x, y = batch(i)
+        grads = jax.grad(loss_fn)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    def block(carry, b):
+        carry, _ = jax.lax.scan(step, carry, b * cfg.eval_every + jnp.arange(cfg.eval_every))
+        return carry, test_mse(carry[0])
+
+    (params, _), curve = jax.lax.scan(block, (params, opt_state), jnp.arange(cfg.n_evals - 1))
+    curves = jnp.concatenate([test_mse(net.init(k_init, x_test[:1]))[None], curve], axis=0)
+    final = curves[-1]
+    _, gates = net.apply(params, x_test)
+    out = {"curves": curves, "final": final}
+    out["diverged"] = ~(jnp.all(jnp.isfinite(curves)) & jnp.all(jnp.isfinite(final)))
+    out.update(_gate_stats(gates, cfg.n_tasks))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(model: ModelConfig, spec: TaskSpec, cfg: TrainConfig, n_devices: int):
+    """The jitted, vmapped trainer for one (model, spec, config), sharded over runs."""
+    fn = jax.vmap(functools.partial(train_run, model=model, spec=spec, cfg=cfg))
+    if n_devices == 1:
+        return jax.jit(fn)
+    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("runs",))
+    shard = NamedSharding(mesh, PartitionSpec("runs"))
+    return jax.jit(fn, in_shardings=(shard, shard, shard), out_shardings=shard)
+
+
+def run_keys(seed: int, n_runs: int, start: int = 0):
+    """Keys of runs ``start .. start + n_runs - 1`` of stream ``seed``: ``fold_in(key(seed), i)``.
+
+    Folding in the run index (rather than splitting) makes run i's key independent of how
+    many runs are drawn, so shards and resumed pieces reproduce the same runs.
+    """
+    root = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(start, start + n_runs))
+
+
+def train_many(
+    keys,
+    p,
+    lr,
+    *,
+    model: ModelConfig,
+    spec: TaskSpec,
+    cfg: TrainConfig,
+    devices: int | None = None,
+) -> dict:
+    """Train ``R`` independent runs at once.
+
+    Args:
+      keys: ``(R,)`` PRNG keys, one per run (see :func:`run_keys`).
+      p: scalar or ``(R,)`` task-weight cosines in [-1, 1].
+      lr: scalar or ``(R,)`` learning rates > 0.
+      model, spec, cfg: as in :func:`train_run`.
+      devices: how many of ``jax.devices()`` to shard the runs over (default: all).
+    Returns:
+      dict of numpy arrays, each with a leading run axis ``R`` (see :func:`train_run`),
+      plus ``wall_s``: the wall time of the whole call, in seconds.
+    """
+    n_runs = int(keys.shape[0])
+    if n_runs < 1:
+        raise ValueError("need at least one run key")
+    p = np.broadcast_to(np.asarray(p, np.float32), (n_runs,))
+    lr = np.broadcast_to(np.asarray(lr, np.float32), (n_runs,))
+    for value in np.unique(p):
+        validate_correlation(float(value), n_tasks=cfg.n_tasks, d=spec.d)
+    if not np.all(np.isfinite(lr) & (lr > 0)):
+        raise ValueError(f"learning rate must be a finite number > 0, got {np.unique(lr)}")
+    model.build(cfg.n_tasks)  # validates the name and sizes before tracing
+    n_dev = min(devices or jax.device_count(), jax.device_count())
+    pad = (-n_runs) % n_dev
+    if pad:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[:1], pad)])
+        p = np.concatenate([p, np.repeat(p[:1], pad)])
+        lr = np.concatenate([lr, np.repeat(lr[:1], pad)])
+    fn = _compiled(model, spec, cfg, n_dev)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(keys, jnp.asarray(p), jnp.asarray(lr)))
+    wall = time.perf_counter() - t0
+    result = {k: np.asarray(v)[:n_runs] for k, v in out.items()}
+    result["wall_s"] = wall
+    return result
+
+
+def select_lr(
+    p: float,
+    *,
+    model: ModelConfig,
+    spec: TaskSpec,
+    cfg: TrainConfig,
+    grid=LR_GRID,
+    n_runs: int = 4,
+    seed: int = 10_007,
+) -> tuple[float, dict]:
+    """Pick the learning rate of ``grid`` with the lowest mean validation loss (KDD18 5.1).
+
+    ``n_runs`` runs per grid value train on keys from a stream (``seed``) disjoint from the
+    reported runs, so their held-out set is a validation set. The grid is vmapped: one call.
+
+    Returns:
+      ``(best_lr, {lr: mean validation MSE over runs and tasks})``; diverged runs count as
+      +inf.
+    """
+    grid = tuple(float(v) for v in grid)
+    keys = run_keys(seed, n_runs)
+    all_keys = jnp.concatenate([keys] * len(grid))
+    lrs = np.repeat(np.asarray(grid, np.float32), n_runs)
+    out = train_many(all_keys, p, lrs, model=model, spec=spec, cfg=cfg)
+    final = np.where(out["diverged"][:, None], np.inf, out["final"])
+    scores = {lr: float(final[i * n_runs : (i + 1) * n_runs].mean()) for i, lr in enumerate(grid)}
+    best = min(scores, key=lambda k: (not math.isfinite(scores[k]), scores[k]))
+    return best, scores

@@ -1,0 +1,40 @@
+"""Single-task baseline: an independent Shared-Bottom-sized network per task. It is the
+reference of the "MTL gain" in Tang et al., "Progressive Layered Extraction (PLE)",
+RecSys 2020, section 5."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from . import register
+from ._layers import Towers
+
+
+@register(
+    "single_task",
+    description="an independent network per task, no sharing (baseline for MTL gain)",
+    paper="Tang et al., RecSys 2020 (MTL-gain baseline)",
+)
+class SingleTask(nn.Module):
+    """x (B, d) -> preds (B, K), gates None. Task k sees only its own bottom.
+
+    Attributes:
+      n_tasks: K.
+      bottom_units: width of each task's own ReLU layer (Shared-Bottom's body, per task).
+      tower_units: hidden units of each task tower.
+    """
+
+    n_tasks: int = 2
+    bottom_units: int = 113
+    tower_units: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        init = nn.initializers.lecun_normal(batch_axis=(0,))
+        w = self.param("bottom_kernel", init, (self.n_tasks, d, self.bottom_units))
+        b = self.param("bottom_bias", nn.initializers.zeros, (self.n_tasks, self.bottom_units))
+        h = jax.nn.relu(jnp.einsum("bd,kdh->bkh", x, w) + b)
+        return Towers(self.n_tasks, self.tower_units, name="towers")(h), None

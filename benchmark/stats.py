@@ -1,0 +1,277 @@
+"""Statistics over per-run results (pure numpy/scipy; no JAX).
+
+Every function here takes the final losses of independent training runs (one value per run;
+lower is better). Non-finite entries (NaN, +inf, -inf) are *diverged* runs: they are excluded
+from every statistic and confidence interval, and :func:`summarize` reports how many there were.
+
+Aggregate point estimate is the interquartile mean (IQM, the mean of the middle 50% of runs),
+with percentile-bootstrap confidence intervals, following Agarwal et al., "Deep Reinforcement
+Learning at the Edge of the Statistical Precipice" (NeurIPS 2021). All bootstraps are
+reproducible from an integer ``seed`` via ``np.random.default_rng(seed)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.stats
+
+__all__ = [
+    "iqm",
+    "iqm_ci",
+    "prob_better",
+    "prob_better_ci",
+    "stratified_iqm_ci",
+    "summarize",
+]
+
+NAN = float("nan")
+_TRIM = 0.25  # fraction cut from EACH end for the IQM
+# scipy >= 1.15 takes ``rng=`` (``random_state=`` is the legacy spelling); pyproject allows 1.11.
+_BOOT_RNG_KW = (
+    "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"
+)
+
+
+def _finite(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Flatten ``x`` to a 1-D float64 array and drop non-finite (diverged) entries."""
+    arr = np.asarray(x, dtype=np.float64).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def _check_ci(ci: float) -> None:
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+
+
+def _percentile_interval(boot: np.ndarray, ci: float) -> tuple[float, float]:
+    """Percentile CI of bootstrap replicates ``boot`` (shape ``(n_boot,)``)."""
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def iqm(x: np.ndarray | Sequence[float]) -> float:
+    """Interquartile mean of final losses.
+
+    Args:
+        x: shape ``(n_runs,)`` (any shape is flattened). Non-finite entries are dropped.
+
+    Returns:
+        ``scipy.stats.trim_mean(x, 0.25)`` over the finite values, i.e. the mean after cutting
+        ``floor(0.25 * n)`` values from each end of the sorted sample (for ``n = 8``: the mean
+        of the 3rd..6th smallest values). NaN if no finite values remain.
+    """
+    v = _finite(x)
+    if v.size == 0:
+        return NAN
+    return float(scipy.stats.trim_mean(v, _TRIM))
+
+
+def _iqm_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return scipy.stats.trim_mean(x, _TRIM, axis=axis)
+
+
+def iqm_ci(
+    x: np.ndarray | Sequence[float],
+    seed: int = 0,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the IQM.
+
+    Uses ``scipy.stats.bootstrap(..., method='percentile', rng=np.random.default_rng(seed))``
+    (``random_state=`` on scipy < 1.15), so the result is identical for identical
+    ``(x, seed, n_boot, ci)``.
+
+    Args:
+        x: shape ``(n_runs,)`` final losses; non-finite entries are dropped first.
+        seed: seed for ``np.random.default_rng``.
+        n_boot: number of bootstrap resamples.
+        ci: confidence level in (0, 1).
+
+    Returns:
+        ``(lo, hi)`` as Python floats; ``(nan, nan)`` if fewer than 2 finite values.
+    """
+    _check_ci(ci)
+    v = _finite(x)
+    if v.size < 2:
+        return NAN, NAN
+    if np.all(v == v[0]):
+        # Every resample is the constant itself; skip the bootstrap (and its degeneracy warning).
+        c = float(v[0])
+        return c, c
+    res = scipy.stats.bootstrap(
+        (v,),
+        _iqm_axis,
+        n_resamples=n_boot,
+        vectorized=True,
+        confidence_level=ci,
+        method="percentile",
+        **{_BOOT_RNG_KW: np.random.default_rng(seed)},
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def stratified_iqm_ci(
+    groups: Sequence[np.ndarray | Sequence[float]],
+    seed: int = 0,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+) -> tuple[float, tuple[float, float]]:
+    """IQM of pooled runs with a stratified percentile-bootstrap CI.
+
+    Each stratum (e.g. one task, or one task correlation) is resampled with replacement
+    *independently and at its own size*, the resampled strata are pooled, and the IQM of the
+    pool is one bootstrap replicate. The CI is the ``[(1-ci)/2, (1+ci)/2]`` percentile interval
+    of the replicates (numpy's default linear interpolation). This is implemented directly with
+    ``np.random.default_rng(seed).integers`` because ``scipy.stats.bootstrap`` cannot keep
+    stratum sizes fixed (it would resample the pooled sample as a whole).
+
+    Args:
+        groups: list of ``n_strata`` arrays, stratum ``k`` of shape ``(n_runs_k,)``; sizes may
+            differ. Non-finite entries are dropped per stratum; strata left empty are ignored.
+        seed: seed for ``np.random.default_rng``.
+        n_boot: number of bootstrap resamples.
+        ci: confidence level in (0, 1).
+
+    Returns:
+        ``(iqm, (lo, hi))`` as Python floats, where ``iqm`` is the IQM of all finite runs
+        pooled. ``(nan, (nan, nan))`` if fewer than 2 finite values in total.
+    """
+    _check_ci(ci)
+    strata = [s for s in (_finite(g) for g in groups) if s.size > 0]
+    n_total = sum(s.size for s in strata)
+    if n_total < 2:
+        return NAN, (NAN, NAN)
+    point = iqm(np.concatenate(strata))
+    rng = np.random.default_rng(seed)
+    # boot_pool: shape (n_boot, n_total); columns are the resampled strata side by side.
+    boot_pool = np.concatenate(
+        [s[rng.integers(0, s.size, size=(n_boot, s.size))] for s in strata], axis=1
+    )
+    boot = _iqm_axis(boot_pool, axis=1)  # shape (n_boot,)
+    return point, _percentile_interval(boot, ci)
+
+
+def _prob_better_finite(a: np.ndarray, b_sorted: np.ndarray) -> float:
+    """P(a_i < b_j) + 0.5 P(a_i == b_j) over all pairs; ``b_sorted`` must be ascending."""
+    m = b_sorted.size
+    left = np.searchsorted(b_sorted, a, side="left")  # number of b_j < a_i
+    right = np.searchsorted(b_sorted, a, side="right")  # number of b_j <= a_i
+    wins = (m - right).sum()  # pairs with b_j > a_i
+    ties = (right - left).sum()  # pairs with b_j == a_i
+    return float((wins + 0.5 * ties) / (a.size * m))
+
+
+def prob_better(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> float:
+    """Probability that a run of A ends with a lower (better) loss than a run of B.
+
+    ``P(A < B) = mean over all (i, j) of [a_i < b_j] + 0.5 * [a_i == b_j]``, taken over the
+    finite values only. This equals ``U / (n * m)`` where ``U`` is the Mann-Whitney U statistic
+    of ``b`` against ``a`` (``scipy.stats.mannwhitneyu(b, a).statistic`` counts pairs with
+    ``b_j > a_i`` plus half the ties). It is computed directly by sorting ``b`` and
+    ``np.searchsorted`` in O((n + m) log m); ``P(A<B) + P(B<A) = 1`` exactly.
+
+    Args:
+        a: shape ``(n,)`` final losses of method A.
+        b: shape ``(m,)`` final losses of method B.
+
+    Returns:
+        Python float in [0, 1]; NaN if either side has no finite values.
+    """
+    av, bv = _finite(a), _finite(b)
+    if av.size == 0 or bv.size == 0:
+        return NAN
+    return _prob_better_finite(av, np.sort(bv))
+
+
+def prob_better_ci(
+    a: np.ndarray | Sequence[float],
+    b: np.ndarray | Sequence[float],
+    seed: int = 0,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of :func:`prob_better`.
+
+    Each replicate resamples the finite values of ``a`` and of ``b`` independently, with
+    replacement and at their own sizes, from one ``np.random.default_rng(seed)`` stream.
+
+    Args:
+        a: shape ``(n,)`` final losses of method A.
+        b: shape ``(m,)`` final losses of method B.
+        seed: seed for ``np.random.default_rng``.
+        n_boot: number of bootstrap resamples.
+        ci: confidence level in (0, 1).
+
+    Returns:
+        ``(lo, hi)`` as Python floats; ``(nan, nan)`` if either side has fewer than 2 finite
+        values.
+    """
+    _check_ci(ci)
+    av, bv = _finite(a), _finite(b)
+    if av.size < 2 or bv.size < 2:
+        return NAN, NAN
+    rng = np.random.default_rng(seed)
+    a_boot = av[rng.integers(0, av.size, size=(n_boot, av.size))]  # (n_boot, n)
+    b_boot = np.sort(bv[rng.integers(0, bv.size, size=(n_boot, bv.size))], axis=1)  # (n_boot, m)
+    boot = np.fromiter(
+        (_prob_better_finite(a_boot[k], b_boot[k]) for k in range(n_boot)),
+        dtype=np.float64,
+        count=n_boot,
+    )
+    return _percentile_interval(boot, ci)
+
+
+def summarize(
+    x: np.ndarray | Sequence[float],
+    *,
+    seed: int = 0,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+) -> dict:
+    """Summary statistics of final losses over runs.
+
+    Args:
+        x: shape ``(n_runs,)`` final losses, one per run. NaN/inf entries are diverged runs:
+            counted in ``n_runs`` and ``n_diverged`` but excluded from all statistics.
+        seed, n_boot, ci: passed to :func:`iqm_ci`.
+
+    Returns:
+        ``{"n_runs": int, "n_diverged": int, "final_loss": {"mean", "std", "iqm",
+        "iqm_ci": [lo, hi], "q10", "q25", "median", "q75", "q90", "min"}}`` with Python floats.
+        ``std`` uses ``ddof=1``; quantiles use numpy's default linear interpolation. With no
+        finite values every statistic is NaN; with exactly one, ``std`` and ``iqm_ci`` are NaN
+        and the location statistics equal that value. Never raises or warns for these cases.
+    """
+    arr = np.asarray(x, dtype=np.float64).ravel()
+    v = arr[np.isfinite(arr)]
+    n = int(v.size)
+    if n == 0:
+        mean = iqm_val = q10 = q25 = med = q75 = q90 = vmin = NAN
+    else:
+        mean = float(np.mean(v))
+        iqm_val = iqm(v)
+        q10, q25, med, q75, q90 = (float(q) for q in np.quantile(v, [0.1, 0.25, 0.5, 0.75, 0.9]))
+        vmin = float(np.min(v))
+    std = float(np.std(v, ddof=1)) if n >= 2 else NAN
+    lo, hi = iqm_ci(v, seed=seed, n_boot=n_boot, ci=ci)
+    return {
+        "n_runs": int(arr.size),
+        "n_diverged": int(arr.size - n),
+        "final_loss": {
+            "mean": mean,
+            "std": std,
+            "iqm": iqm_val,
+            "iqm_ci": [lo, hi],
+            "q10": q10,
+            "q25": q25,
+            "median": med,
+            "q75": q75,
+            "q90": q90,
+            "min": vmin,
+        },
+    }

@@ -1,0 +1,699 @@
+"""Tests of the ``datagen`` package: the KDD18 task generator, its presets, calibration,
+Figure 2 curve and command line.
+
+Everything is deterministic (fixed keys), and sample sizes are kept small: the whole file
+runs in well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datagen import cli
+from datagen.calibrate import FIG2_COSINES, FIG2_PEARSON, calibrate, curve_errors
+from datagen.core import (
+    TaskSpec,
+    cosine_matrix,
+    label_correlation,
+    label_moments,
+    labels,
+    orthonormal_basis,
+    psd_cholesky,
+    sample,
+    task_weights,
+    validate_correlation,
+)
+from datagen.curve import corr_curve, read_curve_csv, write_curve_csv
+from datagen.presets import KDD18_ALPHA, KDD18_BETA, PRESETS, get_preset, preset_names
+
+REPO = Path(__file__).resolve().parents[1]
+# Monte-Carlo size of the Figure 2 curve tests. The CLI tests use the same trials and n so
+# that corr_curve's jitted kernel (static in spec and n) compiles once for the whole file.
+MC_TRIALS, MC_N = 8, 2000
+KDD18 = PRESETS["kdd18"]
+PLE20 = PRESETS["ple20"]
+ATOL = 1e-6
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cosines(w):
+    """Cosine matrix and column norms of ``w`` (d, K), computed in float64."""
+    w = np.asarray(w, np.float64)
+    norms = np.linalg.norm(w, axis=0)
+    return (w.T @ w) / np.outer(norms, norms), norms
+
+
+def _gram_correlation(k: int, rank: int, seed: int) -> np.ndarray:
+    """A valid (K, K) correlation matrix: the normalised Gram matrix of ``rank``-dim vectors."""
+    g = np.random.default_rng(seed).normal(size=(k, rank))
+    gram = g @ g.T
+    s = np.sqrt(np.diag(gram))
+    return gram / np.outer(s, s)
+
+
+RANDOM_R5 = _gram_correlation(5, 8, seed=0)  # full rank
+SINGULAR_R5 = _gram_correlation(5, 3, seed=1)  # rank 3: two zero eigenvalues
+
+
+def _assert_one_line_error(capsys, *needles: str) -> str:
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = err.strip()
+    assert line.startswith("error: "), err
+    assert "\n" not in line, f"error message is not one line: {err!r}"
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def test_singular_fixture_is_really_singular():
+    eig = np.linalg.eigvalsh(SINGULAR_R5)
+    assert np.sum(np.abs(eig) < 1e-10) == 2
+    assert np.linalg.eigvalsh(RANDOM_R5).min() > 1e-3
+
+
+@pytest.mark.parametrize(("d", "k"), [(2, 2), (100, 2), (100, 5), (512, 5)])
+def test_orthonormal_basis(d, k):
+    u = orthonormal_basis(jax.random.key(d + k), d, k)
+    assert u.shape == (d, k)
+    u = np.asarray(u, np.float64)
+    np.testing.assert_allclose(u.T @ u, np.eye(k), atol=ATOL)
+
+
+def test_orthonormal_basis_keys():
+    a = orthonormal_basis(jax.random.key(0), 50, 3)
+    b = orthonormal_basis(jax.random.key(0), 50, 3)
+    c = orthonormal_basis(jax.random.key(1), 50, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("p", [-1.0, -0.3, 0.0, 0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize("c", [1.0, 2.5])
+def test_task_weights_two_tasks_exact_cosine(p, c):
+    spec = KDD18.replace(c=c)
+    w = task_weights(jax.random.key(7), spec, p)
+    assert w.shape == (spec.d, 2)
+    cos, norms = _cosines(w)
+    np.testing.assert_allclose(norms, c, rtol=ATOL)
+    assert abs(cos[0, 1] - p) < ATOL
+    assert np.all(np.isfinite(np.asarray(w)))
+
+
+@pytest.mark.parametrize("p", [-1.0, 0.0, 0.5, 1.0])
+def test_task_weights_match_paper_formula(p):
+    """For K = 2: w1 = c u1, w2 = c (p u1 + sqrt(1 - p^2) u2), with U from the same key."""
+    key = jax.random.key(11)
+    spec = KDD18.replace(c=1.7)
+    w = np.asarray(task_weights(key, spec, p), np.float64)
+    u = np.asarray(orthonormal_basis(key, spec.d, 2), np.float64)
+    w1 = spec.c * u[:, 0]
+    w2 = spec.c * (p * u[:, 0] + math.sqrt(1 - p * p) * u[:, 1])
+    np.testing.assert_allclose(w[:, 0], w1, atol=ATOL)
+    np.testing.assert_allclose(w[:, 1], w2, atol=ATOL)
+
+
+@pytest.mark.parametrize("r", [RANDOM_R5, SINGULAR_R5], ids=["random", "singular"])
+def test_task_weights_five_tasks(r):
+    spec = KDD18.replace(c=2.0)
+    w = task_weights(jax.random.key(3), spec, r)
+    assert w.shape == (spec.d, 5)
+    cos, norms = _cosines(w)
+    np.testing.assert_allclose(norms, spec.c, rtol=ATOL)
+    np.testing.assert_allclose(cos, r, atol=ATOL)
+
+
+def test_task_weights_scalar_p_many_tasks():
+    w = task_weights(jax.random.key(4), KDD18, -0.2, n_tasks=5)
+    assert w.shape == (KDD18.d, 5)
+    cos, norms = _cosines(w)
+    np.testing.assert_allclose(norms, 1.0, rtol=ATOL)
+    np.testing.assert_allclose(cos, np.asarray(cosine_matrix(-0.2, 5)), atol=ATOL)
+
+
+def test_cosine_matrix():
+    np.testing.assert_allclose(
+        np.asarray(cosine_matrix(0.25, 3)),
+        [[1, 0.25, 0.25], [0.25, 1, 0.25], [0.25, 0.25, 1]],
+    )
+
+
+@pytest.mark.parametrize(
+    "r",
+    [
+        np.array([[1.0, 0.5], [0.5, 1.0]]),
+        np.array([[1.0, 1.0], [1.0, 1.0]]),
+        np.array([[1.0, -1.0], [-1.0, 1.0]]),
+        np.eye(5),
+        np.ones((5, 5)),
+        RANDOM_R5,
+        SINGULAR_R5,
+    ],
+    ids=["p0.5", "p1", "p-1", "identity", "all-ones", "random5", "singular5"],
+)
+def test_psd_cholesky(r):
+    lo = np.asarray(psd_cholesky(r), np.float64)
+    assert np.all(np.isfinite(lo))
+    np.testing.assert_array_equal(np.triu(lo, 1), 0.0)
+    np.testing.assert_allclose(lo @ lo.T, r, atol=ATOL)
+
+
+def test_psd_cholesky_jit_and_vmap_over_p():
+    ps = jnp.array([-1.0, -0.5, 0.0, 0.3, 0.9, 1.0])
+    got = jax.jit(jax.vmap(lambda p: psd_cholesky(cosine_matrix(p))))(ps)
+    assert got.shape == (len(ps), 2, 2)
+    for p, lo in zip(np.asarray(ps), np.asarray(got, np.float64), strict=True):
+        expect = np.array([[1.0, 0.0], [p, math.sqrt(1 - p * p)]])
+        np.testing.assert_allclose(lo, expect, atol=ATOL)
+
+    r_jit = np.asarray(jax.jit(psd_cholesky)(SINGULAR_R5), np.float64)
+    np.testing.assert_allclose(r_jit @ r_jit.T, SINGULAR_R5, atol=ATOL)
+
+
+def test_task_weights_jit_vmap_over_p():
+    ps = jnp.array([-1.0, 0.0, 0.5, 1.0])
+    key = jax.random.key(5)
+    ws = jax.jit(jax.vmap(lambda p: task_weights(key, KDD18, p)))(ps)
+    assert ws.shape == (4, KDD18.d, 2)
+    for p, w in zip(np.asarray(ps), ws, strict=True):
+        cos, norms = _cosines(w)
+        np.testing.assert_allclose(norms, 1.0, rtol=ATOL)
+        assert abs(cos[0, 1] - p) < ATOL
+        np.testing.assert_allclose(w, task_weights(key, KDD18, float(p)), atol=ATOL)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_same_key_same_data():
+    kw, kd = jax.random.key(1), jax.random.key(2)
+    w_a = task_weights(kw, KDD18, 0.5)
+    w_b = task_weights(kw, KDD18, 0.5)
+    np.testing.assert_array_equal(w_a, w_b)
+    x_a, y_a = sample(kd, KDD18, 64, w_a)
+    x_b, y_b = sample(kd, KDD18, 64, w_b)
+    np.testing.assert_array_equal(x_a, x_b)
+    np.testing.assert_array_equal(y_a, y_b)
+    assert x_a.shape == (64, KDD18.d) and y_a.shape == (64, 2)
+    assert x_a.dtype == jnp.float32 and y_a.dtype == jnp.float32
+
+
+def test_different_keys_independent_data():
+    n = 20_000
+    w = task_weights(jax.random.key(0), KDD18, 0.5)
+    x1, y1 = sample(jax.random.key(1), KDD18, n, w)
+    x2, y2 = sample(jax.random.key(2), KDD18, n, w)
+    assert not np.allclose(x1, x2)
+    # Pearson of independent samples ~ N(0, 1/sqrt(size)); 5 standard errors.
+    rx = np.corrcoef(np.ravel(x1), np.ravel(x2))[0, 1]
+    assert abs(rx) < 5 / math.sqrt(x1.size)
+    for k in range(2):
+        ry = np.corrcoef(np.asarray(y1[:, k]), np.asarray(y2[:, k]))[0, 1]
+        assert abs(ry) < 5 / math.sqrt(n)
+    # Within one draw, distinct inputs are uncorrelated, and so are the two tasks at p = 0.
+    cx = np.corrcoef(np.asarray(x1[:, :5]).T)
+    assert np.abs(cx - np.eye(5)).max() < 5 / math.sqrt(n)
+
+    # Weights from different keys are unrelated directions in R^d (cos ~ 1/sqrt(d)).
+    w2 = task_weights(jax.random.key(9), KDD18, 0.5)
+    cross = np.asarray(w, np.float64).T @ np.asarray(w2, np.float64)
+    assert np.abs(cross).max() < 5 / math.sqrt(KDD18.d)
+
+
+def test_labels_follow_the_formula():
+    """With standardisation off, y - (z + sum sin(alpha z + beta)) is the N(0, noise^2) noise."""
+    spec = get_preset("google").replace(standardize=False, noise_std=0.3)
+    n = 20_000
+    w = task_weights(jax.random.key(0), spec, 0.5)
+    x, y = sample(jax.random.key(1), spec, n, w)
+    x, y, w = (np.asarray(a, np.float64) for a in (x, y, w))
+    z = x @ w
+    clean = z + np.sin(z[..., None] * np.array(spec.alpha) + np.array(spec.beta)).sum(-1)
+    noise = y - clean
+    assert abs(noise.mean()) < 5 * 0.3 / math.sqrt(2 * n)
+    assert abs(noise.std() / 0.3 - 1) < 0.03
+    assert abs(np.corrcoef(noise.T)[0, 1]) < 5 / math.sqrt(n)
+
+    # No noise, no sinusoids: the label is exactly the linear term.
+    bare = TaskSpec(d=spec.d, noise_std=0.0, standardize=False)
+    y_lin = labels(jax.random.key(3), jnp.asarray(x[:50], jnp.float32), jnp.asarray(w), bare)
+    np.testing.assert_allclose(np.asarray(y_lin), z[:50], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("preset", "n", "p"),
+    [
+        ("kdd18", 100_000, -1.0),
+        ("kdd18", 100_000, 0.0),
+        ("kdd18", 100_000, 0.5),
+        ("kdd18", 100_000, 1.0),
+        ("ple20", 50_000, 0.0),
+        ("ple20", 50_000, 0.9),
+        ("google", 50_000, 0.5),
+    ],
+)
+def test_standardised_labels(preset, n, p):
+    spec = get_preset(preset)
+    assert spec.standardize
+    w = task_weights(jax.random.key(21), spec, p)
+    _, y = sample(jax.random.key(22), spec, n, w)
+    y = np.asarray(y, np.float64)
+    assert y.shape == (n, 2)
+    # Standard error of the mean is 1/sqrt(n) <= 0.0045; of the variance about 0.006.
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=0.02)
+    np.testing.assert_allclose(y.var(0), 1.0, atol=0.03)
+    # The two tasks' sample correlation matches the closed form.
+    assert abs(np.corrcoef(y.T)[0, 1] - label_correlation(spec, p)) < 0.02
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+@pytest.mark.parametrize("p", [-0.7, 0.0, 0.4, 1.0])
+def test_label_moments_linear_case(p):
+    """No sinusoids: var = c^2 + noise^2 and cov = p c^2."""
+    spec = TaskSpec(d=10, c=1.5, noise_std=0.2)
+    var, cov = label_moments(spec, p)
+    assert var == pytest.approx(1.5**2 + 0.2**2, rel=1e-12)
+    assert cov == pytest.approx(p * 1.5**2, rel=1e-12, abs=1e-15)
+    assert label_correlation(spec, p) == pytest.approx(p * 2.25 / 2.29, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", ["kdd18", "ple20", "google"])
+def test_label_correlation_closed_form_shape(name):
+    spec = get_preset(name)
+    assert label_correlation(spec, 0.0) == pytest.approx(0.0, abs=1e-12)
+    at_one = label_correlation(spec, 1.0)
+    var, _ = label_moments(spec, 1.0)
+    # At p = 1 the labels differ only by noise: corr = 1 - noise^2 / var.
+    assert at_one == pytest.approx(1 - spec.noise_std**2 / var, rel=1e-9)
+    assert 0.98 < at_one < 1.0
+    ps = np.linspace(0.0, 1.0, 21)
+    curve = np.array([label_correlation(spec, p) for p in ps])
+    assert np.all(np.diff(curve) > 0)
+
+
+def test_label_correlation_monte_carlo():
+    """corr_curve: near 1 at p = 1, increasing in p, and equal to the closed form."""
+    cosines = (0.0, 0.5, 0.9, 0.95, 1.0)
+    trials, n = MC_TRIALS, MC_N
+    curve = corr_curve(KDD18, cosines=cosines, trials=trials, n=n, seed=0)
+    assert curve["preset"] == "kdd18"
+    assert curve["cosine"] == list(cosines)
+    mean = np.array(curve["pearson_mean"])
+    std = np.array(curve["pearson_std"])
+    assert mean.shape == std.shape == (len(cosines),)
+    assert mean[-1] > 0.99
+    assert np.all(np.diff(mean) > 0)
+    exact = np.array([label_correlation(KDD18, p) for p in cosines])
+    # Standard error of a mean of `trials` Pearsons, with 4-sigma slack.
+    tol = 4 * std / math.sqrt(trials) + 2e-3
+    assert np.all(np.abs(mean - exact) < tol), (mean, exact, tol)
+    # A trial's Pearson spread is the usual (1 - rho^2) / sqrt(n), within a factor 2.
+    expected_std = (1 - exact**2) / math.sqrt(n)
+    assert np.all((std > 0.5 * expected_std) & (std < 2 * expected_std + 1e-4))
+
+
+def test_corr_curve_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="trials"):
+        corr_curve(KDD18, cosines=(0.5,), trials=1, n=100)
+    with pytest.raises(ValueError, match="n must"):
+        corr_curve(KDD18, cosines=(0.5,), trials=2, n=1)
+    with pytest.raises(ValueError, match="correlation p"):
+        corr_curve(KDD18, cosines=(1.5,), trials=2, n=100)
+
+
+def test_curve_csv_round_trip(tmp_path):
+    curve = {"cosine": [0.5, 0.55, 1.0], "pearson_mean": [0.08, 0.1, 0.99]}
+    curve["pearson_std"] = [0.01, 0.02, 0.0]
+    path = tmp_path / "c.csv"
+    write_curve_csv(curve, path)
+    back = read_curve_csv(path)
+    for key in ("cosine", "pearson_mean", "pearson_std"):
+        np.testing.assert_allclose(back[key], curve[key])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "cosine,pearson_mean,pearson_std,paper"
+    assert lines[1].endswith(",0.076") and lines[2].endswith(",") and lines[3].endswith(",1.0")
+
+    with pytest.raises(ValueError, match="no stored curve"):
+        read_curve_csv(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("cosine,other\n0.5,x\n")
+    with pytest.raises(ValueError, match="corrupt curve file"):
+        read_curve_csv(bad)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_presets():
+    assert preset_names()[0] == "kdd18"
+    assert set(preset_names()) == {"kdd18", "ple20", "google"}
+    for name, spec in PRESETS.items():
+        assert spec.name == name
+        assert spec.m == 10 and spec.c == 1.0 and spec.noise_std == 0.1 and spec.standardize
+    assert KDD18.d == 100 and KDD18.alpha == KDD18_ALPHA and KDD18.beta == KDD18_BETA
+    assert PLE20.d == 512
+    rng = np.random.default_rng(2020)
+    assert PLE20.alpha == tuple(float(v) for v in np.round(rng.normal(size=10), 4))
+    assert PLE20.beta == tuple(float(v) for v in np.round(rng.normal(size=10), 4))
+    google = PRESETS["google"]
+    assert google.alpha == tuple(float(i) for i in range(1, 11))
+    assert google.beta == tuple(float(i * i) for i in range(1, 11))
+
+
+def test_get_preset_overrides_and_unknown():
+    spec = get_preset("kdd18", d=20)
+    assert spec.d == 20 and spec.alpha == KDD18.alpha and KDD18.d == 100
+    assert get_preset("ple20") is PLE20
+    with pytest.raises(ValueError, match="unknown preset 'nope'.*kdd18, ple20, google"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="d must be a positive integer"):
+        get_preset("kdd18", d=0)
+
+
+def test_kdd18_closed_form_matches_figure2():
+    errs = curve_errors(KDD18)
+    assert errs.shape == (len(FIG2_COSINES),)
+    assert np.abs(errs).max() < 0.03, dict(zip(FIG2_COSINES, errs, strict=True))
+    fitted = np.array([label_correlation(KDD18, p) for p in FIG2_COSINES])
+    np.testing.assert_allclose(fitted, FIG2_PEARSON, atol=0.03)
+
+
+def test_calibrate_reproduces_stored_preset():
+    cal = calibrate()
+    assert cal.alpha == KDD18.alpha
+    assert cal.beta == KDD18.beta
+    assert cal.seed == 47
+    assert cal.scale == pytest.approx(4.8394, abs=1e-4)
+    assert cal.max_abs_error < 0.03
+    np.testing.assert_allclose(cal.fitted, FIG2_PEARSON, atol=0.03)
+    np.testing.assert_allclose(np.array(cal.fitted) - FIG2_PEARSON, curve_errors(KDD18))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("corr", "kwargs", "match"),
+    [
+        (1.5, {}, r"correlation p must lie in \[-1, 1\], got 1.5"),
+        (-1.01, {}, r"correlation p must lie in \[-1, 1\]"),
+        (float("nan"), {}, r"correlation p must lie in \[-1, 1\]"),
+        (
+            [[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]],
+            {},
+            r"correlation matrix R must be positive semidefinite",
+        ),
+        ([[1.0, 2.0], [2.0, 1.0]], {}, r"correlation matrix R entries must lie in \[-1, 1\]"),
+        ([[2.0, 0.5], [0.5, 1.0]], {}, r"correlation matrix R must have a unit diagonal"),
+        ([[1.0, 0.5], [0.2, 1.0]], {}, r"correlation matrix R must be symmetric"),
+        ([[1.0, 0.5, 0.1], [0.5, 1.0, 0.1]], {}, r"correlation matrix R must be square"),
+        ([1.0, 0.5], {}, r"correlation matrix R must be square"),
+        ([[1.0, np.inf], [np.inf, 1.0]], {}, r"correlation matrix R must be finite"),
+        (np.eye(3), {"n_tasks": 2}, r"correlation matrix R is 3x3 but n_tasks is 2"),
+        (0.5, {"d": 1}, r"input dimension d must be >= the number of tasks K=2, got d=1"),
+        (0.5, {"n_tasks": 5, "d": 4}, r"input dimension d must be >= .* K=5, got d=4"),
+    ],
+)
+def test_validate_correlation_errors(corr, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        validate_correlation(corr, **kwargs)
+
+
+def test_validate_correlation_accepts():
+    np.testing.assert_array_equal(validate_correlation(0.5), [[1, 0.5], [0.5, 1]])
+    r = validate_correlation(-0.2, n_tasks=4, d=4)
+    assert r.shape == (4, 4) and r.dtype == np.float64
+    np.testing.assert_allclose(r, np.asarray(cosine_matrix(-0.2, 4)), atol=1e-7)
+    for good in (1.0, -1.0, RANDOM_R5, SINGULAR_R5):
+        validate_correlation(good, d=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"d": 0}, r"d must be a positive integer, got 0"),
+        ({"d": -3}, r"d must be a positive integer"),
+        ({"d": 2.5}, r"d must be a positive integer, got 2.5"),
+        ({"c": 0.0}, r"c must be a finite number > 0"),
+        ({"c": -1.0}, r"c must be a finite number > 0"),
+        ({"c": float("inf")}, r"c must be a finite number > 0"),
+        ({"alpha": (1.0, 2.0), "beta": (0.0,)}, r"alpha and beta must have the same length m"),
+        ({"alpha": (1.0,), "beta": ()}, r"got 1 and 0"),
+        ({"alpha": (float("nan"),), "beta": (0.0,)}, r"alpha and beta must be finite"),
+        ({"noise_std": -0.1}, r"noise_std must be a finite number >= 0"),
+    ],
+)
+def test_taskspec_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TaskSpec(**kwargs)
+
+
+def test_taskspec_behaviour():
+    spec = TaskSpec(
+        d=np.int64(7), c=np.float32(2.0), alpha=[1, 2], beta=np.array([0.5, 0.25]), noise_std=0
+    )
+    assert spec.alpha == (1.0, 2.0) and spec.beta == (0.5, 0.25) and spec.m == 2
+    # numpy scalars become plain Python numbers, so to_dict() is JSON-ready.
+    assert type(spec.d) is int and type(spec.c) is float and type(spec.noise_std) is float
+    same = TaskSpec(d=7, c=2.0, alpha=(1.0, 2.0), beta=(0.5, 0.25), noise_std=0.0)
+    assert spec == same and hash(spec) == hash(same)
+    d = spec.to_dict()
+    assert json.loads(json.dumps(d))["alpha"] == [1.0, 2.0]
+    assert set(d) == {"d", "c", "alpha", "beta", "noise_std", "standardize", "name"}
+    with pytest.raises(ValueError, match="c must be"):
+        spec.replace(c=0.0)
+    assert TaskSpec().m == 0
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cli_commands() -> set[str]:
+    return {"sample", "corr-curve", "figure", "describe", "calibrate"}
+
+
+CURVE_ARGS = ["corr-curve", "--trials", str(MC_TRIALS), "--n", str(MC_N)]
+CURVE_ARGS += ["--cosines", "0.5", "0.9", "1.0"]
+
+
+def test_cli_sample(tmp_path, capsys):
+    out = tmp_path / "data.npz"
+    argv = ["sample", "--p", "0.6", "--n", "64", "--seed", "3", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as z:
+        assert set(z.files) == {"x", "y", "w", "meta"}
+        x, y, w = z["x"], z["y"], z["w"]
+        meta = json.loads(str(z["meta"]))
+    assert x.shape == (64, 100) and y.shape == (64, 2) and w.shape == (100, 2)
+    assert meta["seed"] == 3 and meta["n"] == 64
+    assert meta["spec"] == KDD18.to_dict()
+    np.testing.assert_allclose(meta["R"], [[1.0, 0.6], [0.6, 1.0]])
+    cos, norms = _cosines(w)
+    assert abs(cos[0, 1] - 0.6) < ATOL
+    np.testing.assert_allclose(norms, 1.0, rtol=ATOL)
+
+    # Same seed, same arrays; a different seed, different ones.
+    again = tmp_path / "again.npz"
+    other = tmp_path / "other.npz"
+    assert cli.main(argv[:-1] + [str(again)]) == 0
+    assert cli.main(["sample", "--p", "0.6", "--n", "64", "--seed", "4", "--out", str(other)]) == 0
+    with np.load(out) as a, np.load(again) as b, np.load(other) as c:
+        for k in ("x", "y", "w"):
+            np.testing.assert_array_equal(a[k], b[k])
+            assert not np.array_equal(a[k], c[k])
+
+
+def test_cli_sample_matrix_and_options(tmp_path, capsys):
+    r = RANDOM_R5.tolist()
+    out = tmp_path / "k5.npz"
+    argv = ["sample", "--preset", "ple20", "--d", "100", "--R", json.dumps(r), "--n", "64"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as z:
+        assert z["x"].shape == (64, 100) and z["y"].shape == (64, 5) and z["w"].shape == (100, 5)
+        np.testing.assert_allclose(_cosines(z["w"])[0], r, atol=ATOL)
+        meta = json.loads(str(z["meta"]))
+    assert meta["spec"] == PLE20.replace(d=100).to_dict()
+    np.testing.assert_allclose(meta["R"], r)
+
+    out5 = tmp_path / "p5.npz"
+    assert cli.main(["sample", "--p", "0.3", "--tasks", "5", "--n", "64", "--out", str(out5)]) == 0
+    with np.load(out5) as z:
+        assert z["y"].shape == (64, 5)
+        np.testing.assert_allclose(
+            _cosines(z["w"])[0], np.asarray(cosine_matrix(0.3, 5)), atol=ATOL
+        )
+    capsys.readouterr()
+
+
+def test_cli_corr_curve_json(capsys):
+    assert cli.main([*CURVE_ARGS, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("\n")
+    curve = json.loads(out)
+    assert set(curve) == {"preset", "cosine", "pearson_mean", "pearson_std"}
+    assert curve["preset"] == "kdd18"
+    assert curve["cosine"] == [0.5, 0.9, 1.0]
+    assert len(curve["pearson_mean"]) == len(curve["pearson_std"]) == 3
+    assert curve["pearson_mean"][-1] > 0.99
+    assert curve["pearson_mean"][0] < curve["pearson_mean"][1] < curve["pearson_mean"][2]
+
+
+def test_cli_corr_curve_figure_and_redraw(tmp_path, capsys):
+    fig_dir = tmp_path / "figs" / "nested"
+    assert cli.main([*CURVE_ARGS, "--figure", str(fig_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"preset kdd18: {MC_TRIALS} trials x {MC_N} points" in out
+    assert "wrote" in out
+    png = fig_dir / f"{cli.FIG2_STEM}.png"
+    csv_path = fig_dir / f"{cli.FIG2_STEM}.csv"
+    assert cli.FIG2_STEM == "fig2_label_correlation"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curve = read_curve_csv(csv_path)
+    assert curve["cosine"] == [0.5, 0.9, 1.0]
+    assert "0.31" in csv_path.read_text().splitlines()[2]  # paper's value at 0.9
+
+    # `figure` redraws the PNG from the CSV alone.
+    png.unlink()
+    assert cli.main(["figure", "--figures", str(fig_dir)]) == 0
+    assert "redrew" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --json and --figure together: stdout is still one JSON object.
+    assert cli.main([*CURVE_ARGS, "--json", "--figure", str(fig_dir)]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {
+        "preset",
+        "cosine",
+        "pearson_mean",
+        "pearson_std",
+    }
+
+
+@pytest.mark.parametrize("name", ["kdd18", "ple20", "google"])
+def test_cli_describe(name, capsys):
+    assert cli.main(["describe", "--preset", name, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    spec = PRESETS[name]
+    assert info["name"] == name and info["d"] == spec.d and info["m"] == 10
+    assert info["alpha"] == list(spec.alpha)
+    assert set(info["label_corr_at"]) == {"0.5", "0.9", "1.0"}
+    assert info["label_corr_at"]["0.9"] == round(label_correlation(spec, 0.9), 4)
+
+    assert cli.main(["describe", "--preset", name, "--d", "7"]) == 0
+    text = capsys.readouterr().out
+    assert f"name: {name}" in text and "d: 7" in text and "label_corr_at" in text
+
+
+def test_cli_calibrate(capsys):
+    # Seed 47 is the best draw, so searching the first 48 reproduces the full search.
+    assert cli.main(["calibrate", "--seeds", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 47" in out
+    assert out.rstrip().endswith("matches the stored kdd18 preset")
+    assert f"KDD18_ALPHA = {KDD18_ALPHA}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["sample", "--p", "1.5"], ["p must lie in [-1, 1]", "1.5"]),
+        (
+            ["sample", "--R", "[[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]]"],
+            ["R must be positive semidefinite"],
+        ),
+        (["sample", "--R", "[[2, 0.5], [0.5, 1]]"], ["R must have a unit diagonal"]),
+        (["sample", "--R", "[[1, 0.5], [0.4, 1]]"], ["R must be symmetric"]),
+        (["sample", "--R", "[[1, 0.5"], ["--R must be a JSON matrix"]),
+        (["sample", "--n", "0"], ["--n must be a positive integer, got 0"]),
+        (["sample", "--n", "-5"], ["--n must be a positive integer"]),
+        (["sample", "--d", "1", "--tasks", "2"], ["input dimension d must be >=", "d=1"]),
+        (["sample", "--d", "0"], ["d must be a positive integer"]),
+        (["sample", "--preset", "nope"], ["unknown preset 'nope'"]),
+        (["describe", "--preset", "nope"], ["unknown preset 'nope'"]),
+        (["corr-curve", "--preset", "nope"], ["unknown preset 'nope'"]),
+        (["corr-curve", "--trials", "1"], ["--trials must be an integer >= 2"]),
+        (["corr-curve", "--n", "1"], ["--n must be an integer >= 2"]),
+        (["corr-curve", "--cosines", "0.5", "1.5", "--trials", "2"], ["p must lie in [-1, 1]"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v[0] in cli_commands() else "",
+)
+def test_cli_errors(argv, needles, tmp_path, capsys):
+    if argv[0] == "sample":
+        argv = [*argv, "--out", str(tmp_path / "x.npz")]
+    assert cli.main(argv) == 2
+    _assert_one_line_error(capsys, *needles)
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cli_unwritable_outputs(tmp_path, capsys):
+    assert cli.main(["sample", "--out", "/nonexistent_dir/x.npz"]) == 2
+    _assert_one_line_error(capsys, "--out", "/nonexistent_dir", "does not exist")
+
+    assert cli.main(["sample", "--out", str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "--out must be a file path")
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    assert cli.main([*CURVE_ARGS, "--figure", str(blocker / "sub")]) == 2
+    _assert_one_line_error(capsys, "--figure: cannot create directory")
+
+    assert cli.main(["figure", "--figures", str(blocker / "sub")]) == 2
+    _assert_one_line_error(capsys, "--figures: cannot create directory")
+
+    # `figure` with no stored CSV.
+    assert cli.main(["figure", "--figures", str(tmp_path / "empty")]) == 2
+    _assert_one_line_error(capsys, "no stored curve")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["bogus"], ["sample"], ["sample", "--n", "abc", "--out", "x.npz"], ["describe", "--x"]],
+)
+def test_cli_argparse_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_python_m_datagen_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "datagen", "describe", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["name"] == "kdd18" and info["d"] == 100
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "datagen", "describe", "--preset", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown preset 'nope'; choose one of: kdd18, ple20, google"
+    )
