@@ -246,7 +246,10 @@ def test_labels_follow_the_formula():
     noise = y - clean
     assert abs(noise.mean()) < 5 * 0.3 / math.sqrt(2 * n)
     assert abs(noise.std() / 0.3 - 1) < 0.03
+    # The noise is independent across tasks and of the inputs.
     assert abs(np.corrcoef(noise.T)[0, 1]) < 5 / math.sqrt(n)
+    cross = np.corrcoef(noise.T, x[:, :10].T)[:2, 2:]
+    assert np.abs(cross).max() < 5 / math.sqrt(n)
 
     # No noise, no sinusoids: the label is exactly the linear term.
     bare = TaskSpec(d=spec.d, noise_std=0.0, standardize=False)

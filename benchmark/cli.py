@@ -1,0 +1,168 @@
+"""``python -m benchmark``: list, run, merge, figures, report, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .runner import ResultsError
+
+
+def _experiment_names(args_names: list[str]) -> list[str]:
+    from .report import EXPERIMENTS
+
+    if not args_names or args_names == ["all"]:
+        return list(EXPERIMENTS)
+    return args_names
+
+
+def cmd_list(args) -> None:
+    from .experiments import PROFILES, experiments, get_profile, ordered
+    from .models import get, names, param_count
+
+    archs = {}
+    for n in ordered(names()):
+        arch = get(n)
+        archs[n] = {
+            "params": param_count(arch.cls()),
+            "description": arch.description,
+            "paper": arch.paper,
+        }
+    exps = experiments(get_profile("default"))
+    if args.json:
+        print(json.dumps({"architectures": archs, "experiments": list(exps)}))
+        return
+    print("architectures (parameters at the paper defaults, d = 100, K = 2):")
+    for n, a in archs.items():
+        print(f"  {n:<14} {a['params']:>6}  {a['description']}  [{a['paper']}]")
+    print("experiments:")
+    for e in exps.values():
+        print(f"  {e.name:<12} {e.description}")
+    print("profiles: " + ", ".join(PROFILES))
+
+
+def cmd_run(args) -> None:
+    from .experiments import get_profile
+    from .plots import draw_all
+    from .report import write_summary
+    from .runner import parse_shard, run
+
+    profile = get_profile(args.profile)
+    shard = parse_shard(args.shard)
+    root = Path(args.out) if args.out else Path("results") / profile.name
+    names = _experiment_names(args.experiments)
+    t0 = time.perf_counter()
+    res = run(profile, names, root, shard=shard, progress=not args.no_progress)
+    print(
+        f"{profile.name}: trained {res['trained']} chunks, skipped {res['skipped']} finished "
+        f"ones, in {time.perf_counter() - t0:.1f} s; results in {root}"
+    )
+    if res["assembled"]:
+        print(f"summary: {write_summary(root)}")
+        if args.figures:
+            for path in draw_all(root, Path(args.figures), res["assembled"]):
+                print(f"figure: {path}")
+    elif shard[1] > 1:
+        print("this shard is done; combine the shards with `python -m benchmark merge`")
+
+
+def cmd_merge(args) -> None:
+    from .experiments import get_profile
+    from .report import write_summary
+    from .runner import merge
+
+    profile = get_profile(args.profile)
+    res = merge([Path(s) for s in args.sources], Path(args.out), profile,
+                _experiment_names(args.experiments))  # fmt: skip
+    print(f"copied {res['copied']} chunks; assembled: {', '.join(res['assembled']) or 'none'}")
+    if res["assembled"]:
+        print(f"summary: {write_summary(Path(args.out))}")
+
+
+def cmd_figures(args) -> None:
+    from .plots import draw_all
+    from .report import write_summary
+
+    root = Path(args.results)
+    if not root.is_dir():
+        raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
+    written = draw_all(root, Path(args.out))
+    if not written:
+        raise ResultsError(f"no assembled experiments in {root}; run `python -m benchmark run`")
+    write_summary(root)
+    for path in written:
+        print(f"figure: {path}")
+
+
+def cmd_report(args) -> None:
+    from .report import build_summary, check_claims, claims_markdown, summary_markdown
+
+    root = Path(args.results)
+    records = build_summary(root)
+    print(f"## Results in {root}\n")
+    print(summary_markdown(records))
+    claims = check_claims(root)
+    if claims:
+        print("\n## The papers' claims\n")
+        print(claims_markdown(claims))
+
+
+def cmd_bench(args) -> None:
+    from .bench import main as bench_main
+
+    bench_main(quick=args.quick, as_json=args.json, runs=args.runs, models=args.models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="architectures and experiments")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="train experiments (resumes; skips finished pieces)")
+    p.add_argument("experiments", nargs="*", help="experiment names, or 'all' (the default)")
+    p.add_argument("--profile", default="default", help="smoke, quick, default or paper")
+    p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--shard", default=None, help="i/n: train only this share of the pieces")
+    p.add_argument("--figures", default=None, help="also draw figures into this folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("merge", help="combine shard folders into one results folder")
+    p.add_argument("sources", nargs="+", help="results folders of the shards")
+    p.add_argument("--out", required=True)
+    p.add_argument("--profile", default="default")
+    p.add_argument("--experiments", nargs="*", default=[])
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("figures", help="redraw every figure from stored results")
+    p.add_argument("--results", default="results/default")
+    p.add_argument("--out", default="figures")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("report", help="markdown table of results and the papers' claims")
+    p.add_argument("--results", default="results/default")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="engine throughput against a naive loop and the peak")
+    p.add_argument("--quick", action="store_true", help="a short measurement (< 90 s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runs", type=int, default=None, help="runs per sweep (default 200)")
+    p.add_argument("--models", nargs="*", default=None, help="architectures (default all)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
