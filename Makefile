@@ -27,14 +27,18 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-reproduce: $(STAMP)
+reproduce: $(STAMP)  ## regenerate every figure (about 40 min on 2 cores; resumes if interrupted)
 	$(PY) -m datagen corr-curve --preset kdd18 --figure figures
+	$(PY) -m benchmark run all --profile $(PROFILE) --figures figures
+	$(PY) -m benchmark report --results results/$(PROFILE) > results/$(PROFILE)/report.md
+	@echo "report: results/$(PROFILE)/report.md"
 
-figures: $(STAMP)
+figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 	$(PY) -m datagen figure --figures figures
+	$(PY) -m benchmark figures --results results/$(PROFILE) --out figures
 
-bench: $(STAMP)
-	@echo "make bench: not yet available"
+bench: $(STAMP)  ## engine throughput against a naive loop and the machine's peak
+	$(PY) -m benchmark bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -272,15 +272,15 @@ def draw_fig4(root: Path, out: Path) -> list[Path]:
     _write_csv(out / "fig4_models.csv", ["model", "series", "step", "mean", "ci_lo", "ci_hi"], rows)
 
     corrs = sorted({p for m in models for p in by[m]})
-    grid = [
-        [(f"{_label(m)}, corr {p:g}", by[m][p]["final"][:, 0]) for p in corrs] for m in models
-    ]
+    grid = [[(f"{_label(m)}, corr {p:g}", by[m][p]["final"][:, 0]) for p in corrs] for m in models]
     fig, axes = _fig(len(models), len(corrs), figsize=(3.6 * len(corrs), 2.6 * len(models)))
     plot_histograms(axes, grid)
     _save(fig, out / "fig5_histograms.png")
     hist_rows = [[m, p, i, float(v)] for m in models for p in corrs
                  for i, v in enumerate(by[m][p]["final"][:, 0])]  # fmt: skip
-    _write_csv(out / "fig5_histograms.csv", ["model", "correlation", "run", "final_task1"], hist_rows)
+    _write_csv(
+        out / "fig5_histograms.csv", ["model", "correlation", "run", "final_task1"], hist_rows
+    )
     return [out / "fig4_models.png", out / "fig5_histograms.png"]
 
 
@@ -344,7 +344,9 @@ def draw_mtl_gain(root: Path, out: Path) -> Path:
         for i, p in enumerate(corrs)
         for k in range(2)
     ]
-    _write_csv(out / "mtl_gain.csv", ["model", "correlation", "task", "gain", "ci_lo", "ci_hi"], rows)
+    _write_csv(
+        out / "mtl_gain.csv", ["model", "correlation", "task", "gain", "ci_lo", "ci_hi"], rows
+    )
     return out / "mtl_gain.png"
 
 
@@ -363,7 +365,9 @@ def draw_gates(root: Path, out: Path) -> Path:
             e = by[model][p]["gate_entropy"].mean(-1)
             sep[i] = _mean_ci(tv)
             ent[i] = _mean_ci(e)
-            rows.append([model, p, sep[i, 0], sep[i, 1], sep[i, 2], ent[i, 0], ent[i, 1], ent[i, 2]])
+            rows.append(
+                [model, p, sep[i, 0], sep[i, 1], sep[i, 2], ent[i, 0], ent[i, 1], ent[i, 2]]
+            )
         series[model] = (np.asarray(ps), sep, ent)
     examples = {}
     if "mmoe" in by:

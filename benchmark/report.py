@@ -116,8 +116,7 @@ def check_claims(root: Path) -> list[dict]:
         add(
             "Fig. 3: Shared-Bottom does worse as task correlation drops, at every step",
             every_step,
-            f"final mean task-1 MSE {means}; ordering holds at every evaluated step: "
-            f"{every_step}",
+            f"final mean task-1 MSE {means}; ordering holds at every evaluated step: {every_step}",
         )
     if "fig4" in names:
         f4 = _finals(root, "fig4")
@@ -149,9 +148,7 @@ def check_claims(root: Path) -> list[dict]:
             f"(gap {gap1:.4f}; 'almost equal' = within 10%)",
         )
         means = {m: {p: float(np.nanmean(_task1(f4[m][p]))) for p in ps} for m in f4}
-        beats = all(
-            means[m][p] < means["shared_bottom"][p] for m in ("mmoe", "omoe") for p in ps
-        )
+        beats = all(means[m][p] < means["shared_bottom"][p] for m in ("mmoe", "omoe") for p in ps)
         pb = {
             (m, p): stats.prob_better(_task1(f4[m][p]), _task1(f4["shared_bottom"][p]))
             for m in ("mmoe", "omoe")
@@ -162,7 +159,8 @@ def check_claims(root: Path) -> list[dict]:
             beats,
             "; ".join(
                 f"p={p:g}: SB {means['shared_bottom'][p]:.4f}, OMoE {means['omoe'][p]:.4f}, "
-                f"MMoE {means['mmoe'][p]:.4f}" for p in ps
+                f"MMoE {means['mmoe'][p]:.4f}"
+                for p in ps
             )
             + " (mean task-1 MSE); P(MoE better than SB): "
             + ", ".join(f"{m}@{p:g} {v:.2f}" for (m, p), v in pb.items()),
@@ -176,7 +174,8 @@ def check_claims(root: Path) -> list[dict]:
             "interquartile range of task-1 final MSE: "
             + "; ".join(
                 f"p={p:g}: SB {iqr['shared_bottom'][p]:.4f}, OMoE {iqr['omoe'][p]:.4f}, "
-                f"MMoE {iqr['mmoe'][p]:.4f}" for p in ps
+                f"MMoE {iqr['mmoe'][p]:.4f}"
+                for p in ps
             ),
         )
         add(

@@ -176,7 +176,9 @@ def check_config(root: Path, profile: Profile) -> None:
         try:
             have = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ResultsError(f"corrupt config file {path}: {e}; delete it to start over") from None
+            raise ResultsError(
+                f"corrupt config file {path}: {e}; delete it to start over"
+            ) from None
         if have != want:
             diff = sorted(
                 k
