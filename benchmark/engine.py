@@ -225,8 +225,10 @@ def train_many(
     for value in np.unique(p):
         validate_correlation(float(value), n_tasks=cfg.n_tasks, d=spec.d)
     if not np.all(np.isfinite(lr) & (lr > 0)):
-        raise ValueError(f"learning rate must be a finite number > 0, got {np.unique(lr)}")
+        raise ValueError(f"learning rate lr must be a finite number > 0, got {np.unique(lr)}")
     model.build(cfg.n_tasks)  # validates the name and sizes before tracing
+    if devices is not None and (not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"devices must be a positive integer or None, got {devices!r}")
     n_dev = min(devices or jax.device_count(), jax.device_count())
     pad = (-n_runs) % n_dev
     if pad:

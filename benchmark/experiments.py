@@ -66,7 +66,7 @@ PROFILES: dict[str, Profile] = {
         lr=3e-3,
         paper_runs=4,
         sweep_runs=2,
-        chunk=4,
+        chunk=2,
         correlations=(0.0, 0.2, 0.4, 0.5, 0.75, 0.9, 1.0),
     ),
     "quick": Profile(
@@ -74,8 +74,8 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(steps=3_000, batch_size=32, eval_every=500, n_test=1_000),
         lr=3e-3,
         paper_runs=16,
-        sweep_runs=4,
-        chunk=16,
+        sweep_runs=8,
+        chunk=8,
         correlations=(0.0, 0.2, 0.4, 0.5, 0.75, 0.9, 1.0),
     ),
     "default": Profile(

@@ -121,9 +121,10 @@ class ModelConfig:
             )
         kwargs["n_tasks"] = n_tasks
         for key in fields:
-            value = kwargs.get(key, fields[key].default)
-            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-                raise ValueError(f"{self.name}.{key} must be a positive integer, got {value}")
+            default, value = fields[key].default, kwargs.get(key, fields[key].default)
+            is_size = isinstance(default, int) and not isinstance(default, bool)
+            if is_size and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{self.name}.{key} must be a positive integer, got {value!r}")
         return arch.cls(**kwargs)
 
     def label(self) -> str:

@@ -1,0 +1,224 @@
+"""End to end: the smoke profile runs every experiment; figures, report, summary, resume,
+shards, config mismatch and corrupt files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import cli
+from benchmark.experiments import PLE_CORRS, experiments, get_profile
+from benchmark.report import EXPERIMENTS, build_summary, check_claims
+from benchmark.runner import (
+    ResultsError,
+    load_cell,
+    load_experiment,
+    merge,
+    parse_shard,
+    plan,
+    run,
+)
+
+SMOKE = get_profile("smoke")
+ALL = list(EXPERIMENTS)
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results") / "smoke"
+    res = run(SMOKE, ALL, root, progress=False)
+    assert res["skipped"] == 0 and res["trained"] > 0
+    assert sorted(res["assembled"]) == sorted(ALL)
+    return root
+
+
+def test_every_experiment_has_its_cells(smoke_root):
+    exps = experiments(SMOKE)
+    for name in ALL:
+        manifest, cells = load_experiment(smoke_root, name)
+        assert len(cells) == len(exps[name].cells)
+        for key in ("profile", "versions", "git_commit", "hardware", "timings", "eval_steps"):
+            assert key in manifest
+        for meta, arrays in cells:
+            n = meta["n_runs"]
+            assert arrays["curves"].shape == (n, SMOKE.train.n_evals, 2)
+            assert arrays["final"].shape == (n, 2)
+            assert arrays["diverged"].shape == (n,)
+            np.testing.assert_array_equal(arrays["final"], arrays["curves"][:, -1])
+
+
+def test_shared_cells_are_the_same_runs(smoke_root):
+    # mtl_gain's Shared-Bottom at p=0.5 is fig4's first runs: trained once, served twice.
+    _, a = load_cell(smoke_root, "fig4", "shared_bottom", 0.5)
+    _, b = load_cell(smoke_root, "mtl_gain", "shared_bottom", 0.5)
+    n = b["final"].shape[0]
+    np.testing.assert_array_equal(a["final"][:n], b["final"])
+    # relatedness contains the fig4 and mtl_gain correlations.
+    assert {0.5, 0.9, 1.0} | set(PLE_CORRS) <= set(SMOKE.correlations)
+
+
+def test_resume_skips_finished_pieces(smoke_root):
+    res = run(SMOKE, ALL, smoke_root, progress=False)
+    assert res["trained"] == 0
+    _, chunks = plan(SMOKE, ALL)
+    assert res["skipped"] == len(chunks)
+
+
+def test_resume_after_interruption(tmp_path, smoke_root):
+    root = tmp_path / "r"
+    run(SMOKE, ["fig3"], root, progress=False)
+    chunk_files = sorted((root / "chunks").glob("*/*.npz"))
+    before = {f: f.read_bytes() for f in chunk_files}
+    victim = chunk_files[0]
+    victim.unlink()  # as if the run had been killed before this piece was written
+    res = run(SMOKE, ["fig3"], root, progress=False)
+    assert res["trained"] == 1 and res["skipped"] == len(chunk_files) - 1
+    _, a = load_cell(root, "fig3", "shared_bottom", 0.5)
+    _, b = load_cell(smoke_root, "fig3", "shared_bottom", 0.5)
+    np.testing.assert_allclose(a["final"], b["final"], rtol=1e-5)
+    for f in chunk_files[1:]:
+        assert f.read_bytes() == before[f]
+
+
+def test_config_mismatch_is_refused(tmp_path):
+    root = tmp_path / "r"
+    run(SMOKE, ["fig3"], root, progress=False)
+    other = get_profile("smoke")
+    import dataclasses
+
+    other = dataclasses.replace(other, lr=1e-2)
+    with pytest.raises(ResultsError, match=r"different 'smoke' config.*lr.*--out"):
+        run(other, ["fig3"], root, progress=False)
+
+
+def test_corrupt_file_gets_clear_error(tmp_path):
+    root = tmp_path / "r"
+    run(SMOKE, ["fig3"], root, progress=False)
+    f = sorted((root / "fig3").glob("*.npz"))[0]
+    f.write_bytes(b"not an npz at all")
+    with pytest.raises(ResultsError, match=r"corrupt results file .*delete it and rerun"):
+        load_experiment(root, "fig3")
+    assert cli.main(["figures", "--results", str(root), "--out", str(tmp_path / "f")]) == 2
+
+
+def test_truncated_chunk_gets_clear_error(tmp_path):
+    root = tmp_path / "r"
+    run(SMOKE, ["fig3"], root, progress=False)
+    f = sorted((root / "chunks").glob("*/*.npz"))[0]
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ResultsError, match="corrupt results file"):
+        run(SMOKE, ["fig3"], root, progress=False)
+
+
+def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    a, b = tmp_path / "a", tmp_path / "b"
+    ra = run(SMOKE, ["fig3"], a, shard=(0, 2), progress=False)
+    rb = run(SMOKE, ["fig3"], b, shard=(1, 2), progress=False)
+    assert ra["trained"] > 0 and rb["trained"] > 0
+    assert ra["assembled"] == [] and rb["assembled"] == []
+    res = merge([a, b], tmp_path / "m", SMOKE, ["fig3"])
+    assert res["assembled"] == ["fig3"]
+    for p in (0.5, 0.9, 1.0):
+        _, x = load_cell(tmp_path / "m", "fig3", "shared_bottom", p)
+        _, y = load_cell(smoke_root, "fig3", "shared_bottom", p)
+        np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
+
+
+def test_summary_schema(smoke_root):
+    records = build_summary(smoke_root)
+    keys = {"mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min"}
+    assert records
+    seen = set()
+    for r in records:
+        assert set(r) == {
+            "experiment",
+            "model",
+            "correlation",
+            "task",
+            "n_runs",
+            "n_diverged",
+            "final_loss",
+        }
+        assert r["experiment"] in EXPERIMENTS and r["task"] in (1, 2)
+        assert set(r["final_loss"]) == keys
+        assert len(r["final_loss"]["iqm_ci"]) == 2
+        assert isinstance(r["n_runs"], int) and r["n_runs"] > 0
+        assert 0 <= r["n_diverged"] <= r["n_runs"]
+        f = r["final_loss"]
+        assert f["min"] <= f["q10"] <= f["median"] <= f["q90"]
+        seen.add((r["experiment"], r["model"], r["correlation"], r["task"]))
+    assert len(seen) == len(records)
+    assert ("fig3", "shared_bottom", 0.5, 1) in seen
+
+
+def test_cli_run_figures_report(smoke_root, tmp_path, capsys):
+    figs = tmp_path / "figs"
+    assert cli.main(["figures", "--results", str(smoke_root), "--out", str(figs)]) == 0
+    for name in (
+        "fig3_shared_bottom",
+        "fig4_models",
+        "fig5_histograms",
+        "relatedness",
+        "mtl_gain",
+        "gates",
+    ):
+        assert (figs / f"{name}.png").stat().st_size > 10_000
+        assert (figs / f"{name}.csv").read_text().count("\n") > 2
+    summary = json.loads((smoke_root / "summary.json").read_text())
+    assert isinstance(summary, list) and summary
+    capsys.readouterr()
+    assert cli.main(["report", "--results", str(smoke_root)]) == 0
+    out = capsys.readouterr().out
+    assert "| experiment | model |" in out and "claim" in out
+    claims = check_claims(smoke_root)
+    assert len(claims) >= 8
+    assert all(c["holds"] in (True, False, None) for c in claims)
+
+
+def test_cli_list_json(capsys):
+    assert cli.main(["list", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"architectures", "experiments"}
+    assert out["experiments"] == ALL
+    for info in out["architectures"].values():
+        assert set(info) == {"params", "description", "paper"}
+        assert isinstance(info["params"], int) and info["params"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "nope", "--profile", "smoke"], "unknown experiment nope; known experiments"),
+        (["run", "fig3", "--profile", "huge"], "unknown profile 'huge'"),
+        (["run", "fig3", "--profile", "smoke", "--shard", "2/2"], "--shard"),
+        (["figures", "--results", "/nonexistent/results"], "no results folder"),
+        (["bench", "--models", "nope"], "unknown architecture 'nope'"),
+        (["bench", "--runs", "0"], "--runs must be a positive integer"),
+    ],
+)
+def test_cli_errors(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_profiles_are_consistent():
+    for name in ("smoke", "quick", "default", "paper"):
+        prof = get_profile(name)
+        assert {0.5, 0.9, 1.0} | set(PLE_CORRS) <= set(prof.correlations)
+        assert len(prof.correlations) >= 7
+    default = get_profile("default")
+    assert default.paper_runs == 200
+    assert len(default.correlations) >= 11 and min(default.correlations) == 0.0
+    assert math.isclose(max(default.correlations), 1.0)
+    # Sweep cells reuse the paper cells' first chunks: runs must be whole chunks.
+    assert default.paper_runs % default.chunk == 0 and default.sweep_runs % default.chunk == 0
