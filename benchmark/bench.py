@@ -160,7 +160,8 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
     for name in models:
         model = ModelConfig.of(name)
         rate, compile_s = _engine(model, spec, cfg, runs, n_dev)
-        rate_1 = rate if n_dev == 1 else _engine(model, spec, cfg, runs, 1)[0]
+        # The 1-device rerun costs a second compilation: skipped by --quick.
+        rate_1 = rate if n_dev == 1 else (None if quick else _engine(model, spec, cfg, runs, 1)[0])
         naive = _naive_steps_per_s(model, spec, cfg.batch_size, naive_steps)
         flops = _step_flops(model, spec, cfg, runs) / runs  # per run-step
         achieved = flops * rate / 1e9
@@ -168,7 +169,7 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
             "engine_run_steps_per_s": rate,
             "engine_samples_per_s": rate * cfg.batch_size,
             "engine_run_steps_per_s_1_device": rate_1,
-            "scaling_all_vs_1_device": rate / rate_1,
+            "scaling_all_vs_1_device": None if rate_1 is None else rate / rate_1,
             "naive_run_steps_per_s": naive,
             "speedup_vs_naive": rate / naive,
             "flops_per_run_step": flops,
@@ -179,8 +180,9 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
             "paper_protocol_hours_extrapolated": PAPER_RUNS * PAPER_STEPS / rate / 3600,
         }
         result["architectures"][name] = entry
+        one = "not measured" if rate_1 is None else f"{rate_1:.0f}"
         log(
-            f"{name:<14} engine {rate:9.0f} run-steps/s ({rate_1:7.0f} on 1 device), naive "
+            f"{name:<14} engine {rate:9.0f} run-steps/s ({one} on 1 device), naive "
             f"{naive:6.0f}, x{rate / naive:5.1f}, {achieved:6.1f} GFLOP/s = "
             f"{achieved / peak:4.2f} of peak, compile {compile_s:4.1f} s, "
             f"RSS {entry['peak_rss_mb']:.0f} MB"

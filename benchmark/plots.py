@@ -34,6 +34,14 @@ LABELS = {
     "ple": "PLE",
 }
 CORR_COLORS = {0.5: "C3", 0.9: "C1", 1.0: "C2"}
+MODEL_COLORS = {m: f"C{i}" for i, m in enumerate(LABELS)}
+
+
+def _color(model: str) -> str:
+    """One colour per architecture in every figure; unregistered names get later colours."""
+    if model not in MODEL_COLORS:
+        MODEL_COLORS[model] = f"C{len(MODEL_COLORS) % 10}"
+    return MODEL_COLORS[model]
 
 
 def _label(model: str) -> str:
@@ -81,10 +89,11 @@ def plot_curves(ax, steps, cells, task: int = 0, title: str | None = None):
     return ax
 
 
-def plot_histograms(axes, grid, bins: int = 30):
+def plot_histograms(axes, grid, bins: int = 30, colors=None):
     """A grid of final-loss histograms: ``grid[r][c] = (title, finals (runs,))``.
 
-    Bins are shared across the whole grid so that spreads compare at a glance.
+    Bins are shared across the whole grid so that spreads compare at a glance; ``colors``
+    gives one colour per row.
     """
     finite = np.concatenate([f[np.isfinite(f)] for row in grid for _, f in row])
     edges = np.linspace(finite.min(), finite.max(), bins + 1) if finite.size else bins
@@ -92,7 +101,7 @@ def plot_histograms(axes, grid, bins: int = 30):
         for c, (title, finals) in enumerate(row):
             ax = axes[r][c]
             ok = finals[np.isfinite(finals)]
-            ax.hist(ok, bins=edges, color=f"C{r}", alpha=0.8)
+            ax.hist(ok, bins=edges, color=colors[r] if colors else f"C{r}", alpha=0.8)
             n_div = finals.size - ok.size
             ax.set_title(title + (f" ({n_div} diverged)" if n_div else ""), fontsize=9)
             ax.grid(alpha=0.3)
@@ -109,9 +118,9 @@ def plot_relatedness(ax, series):
     Args:
       series: ``{model: (p (C,), iqm (C,), lo (C,), hi (C,))}``.
     """
-    for i, (model, (p, mid, lo, hi)) in enumerate(series.items()):
-        ax.plot(p, mid, "-o", ms=3, color=f"C{i}", label=_label(model))
-        ax.fill_between(p, lo, hi, color=f"C{i}", alpha=0.15, lw=0)
+    for model, (p, mid, lo, hi) in series.items():
+        ax.plot(p, mid, "-o", ms=3, color=_color(model), label=_label(model))
+        ax.fill_between(p, lo, hi, color=_color(model), alpha=0.15, lw=0)
     ax.set_xlabel("task correlation (cosine of task weights)")
     ax.set_ylabel("final test MSE (IQM over runs, mean of tasks)")
     ax.grid(alpha=0.3)
@@ -139,7 +148,7 @@ def plot_mtl_gain(axes, gains, corrs):
                 width,
                 yerr=err,
                 capsize=2,
-                color=f"C{i + 1}",
+                color=_color(model),
                 label=_label(model),
             )
         ax.axhline(0, color="k", lw=0.8)
@@ -162,13 +171,12 @@ def plot_gates(axes, gate_series, examples):
       examples: ``{title: gate_mean (K, E)}`` of single runs, drawn as grouped bars.
     """
     ax_sep, ax_ent, ax_ex = axes
-    for i, (model, (p, sep, ent)) in enumerate(gate_series.items()):
-        color = "C2" if model == "omoe" else "C3"
+    for model, (p, sep, ent) in gate_series.items():
+        color = _color(model)
         ax_sep.plot(p, sep[:, 0], "-o", ms=3, color=color, label=_label(model))
         ax_sep.fill_between(p, sep[:, 1], sep[:, 2], color=color, alpha=0.15, lw=0)
         ax_ent.plot(p, ent[:, 0], "-o", ms=3, color=color, label=_label(model))
         ax_ent.fill_between(p, ent[:, 1], ent[:, 2], color=color, alpha=0.15, lw=0)
-        del i
     ax_sep.set_title("Do the two tasks' gates separate?")
     ax_sep.set_xlabel("task correlation")
     ax_sep.set_ylabel("total variation between task gates\n(½ Σ_e |ḡ¹_e − ḡ²_e|)")
@@ -274,7 +282,7 @@ def draw_fig4(root: Path, out: Path) -> list[Path]:
     corrs = sorted({p for m in models for p in by[m]})
     grid = [[(f"{_label(m)}, corr {p:g}", by[m][p]["final"][:, 0]) for p in corrs] for m in models]
     fig, axes = _fig(len(models), len(corrs), figsize=(3.6 * len(corrs), 2.6 * len(models)))
-    plot_histograms(axes, grid)
+    plot_histograms(axes, grid, colors=[_color(m) for m in models])
     _save(fig, out / "fig5_histograms.png")
     hist_rows = [[m, p, i, float(v)] for m in models for p in corrs
                  for i, v in enumerate(by[m][p]["final"][:, 0])]  # fmt: skip

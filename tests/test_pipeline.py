@@ -222,3 +222,24 @@ def test_profiles_are_consistent():
     assert math.isclose(max(default.correlations), 1.0)
     # Sweep cells reuse the paper cells' first chunks: runs must be whole chunks.
     assert default.paper_runs % default.chunk == 0 and default.sweep_runs % default.chunk == 0
+
+
+def test_bench_json_schema(capsys):
+    """`bench --json` prints exactly one JSON object with the documented keys (no timing asserts)."""
+    assert cli.main(["bench", "--quick", "--json", "--runs", "2", "--models", "shared_bottom"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"peak_gflops", "cores", "architectures"} <= set(out)
+    assert out["peak_gflops"] > 0 and out["cores"] >= 1
+    entry = out["architectures"]["shared_bottom"]
+    for key in (
+        "engine_run_steps_per_s",
+        "naive_run_steps_per_s",
+        "speedup_vs_naive",
+        "achieved_gflops",
+        "efficiency",
+        "compile_s",
+        "peak_rss_mb",
+    ):
+        assert isinstance(entry[key], float) and math.isfinite(entry[key]) and entry[key] > 0
+    # FLOPs per step from XLA's cost analysis: at least the forward matmul, 2*B*d*113.
+    assert entry["flops_per_run_step"] >= 2 * 128 * 100 * 113
