@@ -140,8 +140,8 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
     log = log or (lambda s: None)
     spec = get_preset("kdd18")
     runs = runs or (64 if quick else 200)
-    steps = 500 if quick else 2_000
-    naive_steps = 300 if quick else 1_000
+    steps = 200 if quick else 500
+    naive_steps = 200 if quick else 500
     models = models or (["shared_bottom", "mmoe"] if quick else ordered(names()))
     cfg = TrainConfig(steps=steps, batch_size=128, eval_every=steps, n_test=256)
     n_dev = jax.device_count()
