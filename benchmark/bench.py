@@ -135,7 +135,9 @@ def _engine(model, spec, cfg, runs, devices):
     return runs * cfg.steps / out["wall_s"], compile_s
 
 
-def measure(quick: bool = False, runs: int | None = None, models=None, log=None) -> dict:
+def measure(
+    quick: bool = False, runs: int | None = None, models=None, log=None, batch: int = 128
+) -> dict:
     """Run every measurement and return the JSON-ready result."""
     log = log or (lambda s: None)
     spec = get_preset("kdd18")
@@ -143,7 +145,7 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
     steps = 200 if quick else 500
     naive_steps = 200 if quick else 500
     models = models or (["shared_bottom", "mmoe"] if quick else ordered(names()))
-    cfg = TrainConfig(steps=steps, batch_size=128, eval_every=steps, n_test=256)
+    cfg = TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
     n_dev = jax.device_count()
     peak = peak_gflops(512 if quick else 1024)
     log(f"peak float32 matmul: {peak:.1f} GFLOP/s on {n_dev} device(s), {os.cpu_count()} cores")
@@ -190,9 +192,11 @@ def measure(quick: bool = False, runs: int | None = None, models=None, log=None)
     return result
 
 
-def main(quick: bool = False, as_json: bool = False, runs=None, models=None) -> None:
+def main(quick: bool = False, as_json: bool = False, runs=None, models=None, batch=128) -> None:
     if runs is not None and runs < 1:
         raise ValueError(f"--runs must be a positive integer, got {runs}")
+    if batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch}")
     if models:
         for m in models:
             ModelConfig.of(m)  # unknown names fail here with the known list
@@ -200,6 +204,6 @@ def main(quick: bool = False, as_json: bool = False, runs=None, models=None) -> 
     def log(s):
         print(s, file=sys.stderr if as_json else sys.stdout, flush=True)
 
-    res = measure(quick=quick, runs=runs, models=models, log=log)
+    res = measure(quick=quick, runs=runs, models=models, log=log, batch=batch)
     if as_json:
         print(json.dumps(res))

@@ -113,7 +113,9 @@ def cmd_report(args) -> None:
 def cmd_bench(args) -> None:
     from .bench import main as bench_main
 
-    bench_main(quick=args.quick, as_json=args.json, runs=args.runs, models=args.models)
+    bench_main(
+        quick=args.quick, as_json=args.json, runs=args.runs, models=args.models, batch=args.batch
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs", type=int, default=None, help="runs per sweep (default 200)")
     p.add_argument("--models", nargs="*", default=None, help="architectures (default all)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (the paper sizes: 128)")
     p.set_defaults(func=cmd_bench)
     return parser
 
