@@ -27,7 +27,7 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-reproduce: $(STAMP)  ## regenerate every figure (about 40 min on 2 cores; resumes if interrupted)
+reproduce: $(STAMP)  ## regenerate every figure (about 45 min on 2 cores; resumes if interrupted)
 	$(PY) -m datagen corr-curve --preset kdd18 --figure figures
 	$(PY) -m benchmark run all --profile $(PROFILE) --figures figures
 	$(PY) -m benchmark report --results results/$(PROFILE) > results/$(PROFILE)/report.md
