@@ -164,8 +164,9 @@ def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfi
         carry, _ = jax.lax.scan(step, carry, b * cfg.eval_every + jnp.arange(cfg.eval_every))
         return carry, test_mse(carry[0])
 
+    initial = test_mse(params)
     (params, _), curve = jax.lax.scan(block, (params, opt_state), jnp.arange(cfg.n_evals - 1))
-    curves = jnp.concatenate([test_mse(net.init(k_init, x_test[:1]))[None], curve], axis=0)
+    curves = jnp.concatenate([initial[None], curve], axis=0)
     final = curves[-1]
     _, gates = net.apply(params, x_test)
     out = {"curves": curves, "final": final}
