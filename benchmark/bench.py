@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -192,7 +193,39 @@ def measure(
     return result
 
 
-def main(quick: bool = False, as_json: bool = False, runs=None, models=None, batch=128) -> None:
+_MEMORY_SCRIPT = """
+import resource, jax
+from benchmark.engine import TrainConfig, run_keys, train_many
+from benchmark.models import ModelConfig
+from datagen import get_preset
+cfg = TrainConfig(steps=100, batch_size={batch}, eval_every=100, n_test=2000)
+train_many(run_keys(0, {runs}), 0.5, 1e-3, model=ModelConfig.of("{model}"),
+           spec=get_preset("kdd18"), cfg=cfg)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+"""
+
+
+def memory_scaling(model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = 128) -> dict:
+    """Peak RSS (MB) of a fresh process training S runs, for each S in ``sizes``.
+
+    One process per size, so each reading is that sweep's own peak (``ru_maxrss`` never
+    goes down within a process). Each process inherits this one's XLA_FLAGS.
+    """
+    out = {}
+    for runs in sizes:
+        script = _MEMORY_SCRIPT.format(batch=batch, runs=runs, model=model)
+        res = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=False
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"memory probe for S={runs} failed: {res.stderr[-2000:]}")
+        out[runs] = float(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main(
+    quick: bool = False, as_json: bool = False, runs=None, models=None, batch=128, memory=False
+) -> None:
     if runs is not None and runs < 1:
         raise ValueError(f"--runs must be a positive integer, got {runs}")
     if batch < 1:
@@ -205,5 +238,11 @@ def main(quick: bool = False, as_json: bool = False, runs=None, models=None, bat
         print(s, file=sys.stderr if as_json else sys.stdout, flush=True)
 
     res = measure(quick=quick, runs=runs, models=models, log=log, batch=batch)
+    if memory:
+        res["memory_mb_by_runs"] = memory_scaling(batch=batch)
+        log(
+            "peak RSS of a fresh mmoe sweep, by runs S: "
+            + ", ".join(f"S={k}: {v:.0f} MB" for k, v in res["memory_mb_by_runs"].items())
+        )
     if as_json:
         print(json.dumps(res))

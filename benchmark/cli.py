@@ -114,7 +114,12 @@ def cmd_bench(args) -> None:
     from .bench import main as bench_main
 
     bench_main(
-        quick=args.quick, as_json=args.json, runs=args.runs, models=args.models, batch=args.batch
+        quick=args.quick,
+        as_json=args.json,
+        runs=args.runs,
+        models=args.models,
+        batch=args.batch,
+        memory=args.memory,
     )
 
 
@@ -157,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=None, help="runs per sweep (default 200)")
     p.add_argument("--models", nargs="*", default=None, help="architectures (default all)")
     p.add_argument("--batch", type=int, default=128, help="batch size (the paper sizes: 128)")
+    p.add_argument(
+        "--memory", action="store_true", help="also peak RSS of fresh mmoe sweeps, S = 25..200"
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
