@@ -14,7 +14,8 @@ import numpy as np
 
 from . import stats
 from .experiments import ordered
-from .runner import ResultsError, load_experiment
+from .report import by_model, mtl_gains
+from .runner import load_experiment
 
 __all__ = [
     "plot_curves",
@@ -230,13 +231,6 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _by_model(cells):
-    out: dict[str, dict[float, dict]] = {}
-    for meta, arrays in cells:
-        out.setdefault(meta["model"], {})[round(meta["p"], 6)] = arrays
-    return out
-
-
 def draw_fig3(root: Path, out: Path) -> Path:
     manifest, cells = load_experiment(root, "fig3")
     steps = np.asarray(manifest["eval_steps"])
@@ -259,7 +253,7 @@ def draw_fig3(root: Path, out: Path) -> Path:
 def draw_fig4(root: Path, out: Path) -> list[Path]:
     manifest, cells = load_experiment(root, "fig4")
     steps = np.asarray(manifest["eval_steps"])
-    by = _by_model(cells)
+    by = by_model(cells)
     models = [m for m in ("mmoe", "omoe", "shared_bottom") if m in by]
     fig, axes = _fig(1, len(models), figsize=(5 * len(models), 4.2), sharey=True)
     rows = []
@@ -294,7 +288,7 @@ def draw_fig4(root: Path, out: Path) -> list[Path]:
 
 def draw_relatedness(root: Path, out: Path, seed: int = 0) -> Path:
     _, cells = load_experiment(root, "relatedness")
-    by = _by_model(cells)
+    by = by_model(cells)
     series, rows = {}, []
     for model in ordered(by):
         ps = sorted(by[model])
@@ -317,29 +311,6 @@ def draw_relatedness(root: Path, out: Path, seed: int = 0) -> Path:
     return out / "relatedness.png"
 
 
-def mtl_gains(root: Path, seed: int = 0):
-    """Paired per-run gains ``single_task - model`` per task: ``{model: (corrs, mean, lo, hi)}``."""
-    _, cells = load_experiment(root, "mtl_gain")
-    by = _by_model(cells)
-    if "single_task" not in by:
-        raise ResultsError("mtl_gain results lack the single_task baseline")
-    corrs = sorted(by["single_task"])
-    out = {}
-    for model in ordered(by):
-        if model == "single_task":
-            continue
-        mean, lo, hi = (np.zeros((len(corrs), 2)) for _ in range(3))
-        for i, p in enumerate(corrs):
-            gain = by["single_task"][p]["final"] - by[model][p]["final"]  # (runs, K) paired
-            for k in range(gain.shape[1]):
-                g = gain[:, k][np.isfinite(gain[:, k])]
-                mean[i, k] = g.mean() if g.size else np.nan
-                res = stats.mean_ci(g, seed=seed)
-                lo[i, k], hi[i, k] = res
-        out[model] = (corrs, mean, lo, hi)
-    return out
-
-
 def draw_mtl_gain(root: Path, out: Path) -> Path:
     gains = mtl_gains(root)
     corrs = next(iter(gains.values()))[0]
@@ -360,7 +331,7 @@ def draw_mtl_gain(root: Path, out: Path) -> Path:
 
 def draw_gates(root: Path, out: Path) -> Path:
     _, cells = load_experiment(root, "gates")
-    by = _by_model(cells)
+    by = by_model(cells)
     series, rows = {}, []
     for model in ("omoe", "mmoe"):
         if model not in by:

@@ -13,7 +13,15 @@ from . import stats
 from .experiments import ordered
 from .runner import ResultsError, load_experiment, write_json
 
-__all__ = ["build_summary", "write_summary", "summary_markdown", "check_claims", "claims_markdown"]
+__all__ = [
+    "build_summary",
+    "write_summary",
+    "summary_markdown",
+    "check_claims",
+    "claims_markdown",
+    "by_model",
+    "mtl_gains",
+]
 
 EXPERIMENTS = ("fig3", "fig4", "relatedness", "mtl_gain", "gates")
 FINAL_KEYS = ("mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min")
@@ -81,12 +89,39 @@ def summary_markdown(records: list[dict]) -> str:
 # ----------------------------------------------------------------------------- claims
 
 
-def _finals(root: Path, name: str) -> dict:
-    _, cells = load_experiment(root, name)
-    out: dict = {}
+def by_model(cells) -> dict:
+    """``{model: {p: arrays}}`` from ``[(cell_meta, arrays), ...]``."""
+    out: dict[str, dict[float, dict]] = {}
     for meta, arrays in cells:
         out.setdefault(meta["model"], {})[round(meta["p"], 6)] = arrays
     return out
+
+
+def mtl_gains(root: Path, seed: int = 0):
+    """Paired per-run gains ``single_task - model`` per task: ``{model: (corrs, mean, lo, hi)}``."""
+    _, cells = load_experiment(root, "mtl_gain")
+    by = by_model(cells)
+    if "single_task" not in by:
+        raise ResultsError("mtl_gain results lack the single_task baseline")
+    corrs = sorted(by["single_task"])
+    out = {}
+    for model in ordered(by):
+        if model == "single_task":
+            continue
+        mean, lo, hi = (np.zeros((len(corrs), 2)) for _ in range(3))
+        for i, p in enumerate(corrs):
+            gain = by["single_task"][p]["final"] - by[model][p]["final"]  # (runs, K) paired
+            for k in range(gain.shape[1]):
+                g = gain[:, k][np.isfinite(gain[:, k])]
+                mean[i, k] = g.mean() if g.size else np.nan
+                res = stats.mean_ci(g, seed=seed)
+                lo[i, k], hi[i, k] = res
+        out[model] = (corrs, mean, lo, hi)
+    return out
+
+
+def _finals(root: Path, name: str) -> dict:
+    return by_model(load_experiment(root, name)[1])
 
 
 def _task1(arrays) -> np.ndarray:
@@ -108,8 +143,7 @@ def check_claims(root: Path) -> list[dict]:
     names = _assembled(root)
     if "fig3" in names:
         sb = _finals(root, "fig3")["shared_bottom"]
-        _, cells = load_experiment(root, "fig3")
-        curves = {round(m["p"], 6): a["curves"][:, 1:, 0].mean(0) for m, a in cells}
+        curves = {p: a["curves"][:, 1:, 0].mean(0) for p, a in sb.items()}
         ps = sorted(curves)
         every_step = all(np.all(curves[a] >= curves[b]) for a, b in zip(ps, ps[1:], strict=False))
         means = ", ".join(f"p={p:g}: {np.nanmean(_task1(sb[p])):.4f}" for p in ps)
@@ -195,8 +229,6 @@ def check_claims(root: Path) -> list[dict]:
             + " ('comparable' = within a factor 1.5)",
         )
     if "mtl_gain" in names:
-        from .plots import mtl_gains
-
         gains = mtl_gains(root)
         corrs = next(iter(gains.values()))[0]
         if "ple" in gains:
