@@ -225,6 +225,51 @@ def test_two_devices_match_one(base, tmp_path):
     _assert_close(two_dev3, base)  # odd run count: padded to 4 on 2 devices
 
 
+_ROLLED_SCRIPT = """
+import numpy as np, jax
+from benchmark.engine import TrainConfig, run_keys, train_many
+from benchmark.models import ModelConfig
+from datagen import _cpu_rng, get_preset, sample, task_weights
+assert not _cpu_rng.installed()
+spec = get_preset("kdd18", d=8)
+out = train_many(run_keys(0, 3), {p3}, {lr3}, model=ModelConfig.of("mmoe"), spec=spec,
+                 cfg=TrainConfig(**{cfg}), devices=1)
+key = jax.random.key(5)
+x, y = sample(key, spec, 300, task_weights(key, spec, 0.3))
+np.savez("{out}/rolled.npz", x=x, y=y, t=jax.random.truncated_normal(key, -2.0, 2.0, (77, 5)),
+         **{{k: out[k] for k in {keys}}})
+"""
+
+
+def test_unrolled_cpu_threefry_gives_the_same_numbers(base, tmp_path):
+    """datagen switches JAX's CPU threefry lowering for speed: every number must stay."""
+    from datagen import _cpu_rng, sample, task_weights
+
+    assert _cpu_rng.installed()
+    script = _ROLLED_SCRIPT.format(
+        p3=list(P3), lr3=list(LR3), cfg=CFG.to_dict(), keys=ARRAY_KEYS, out=tmp_path
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MTL_ROLLED_THREEFRY="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rolled = np.load(tmp_path / "rolled.npz")
+    key = jax.random.key(5)
+    x, y = sample(key, SPEC, 300, task_weights(key, SPEC, 0.3))
+    np.testing.assert_array_equal(rolled["x"], x)
+    np.testing.assert_array_equal(rolled["y"], y)
+    np.testing.assert_array_equal(rolled["t"], jax.random.truncated_normal(key, -2.0, 2.0, (77, 5)))
+    for k in ARRAY_KEYS:
+        np.testing.assert_array_equal(rolled[k], base[k], err_msg=k)
+
+
 # --------------------------------------------------------------------------------------------
 # divergence
 # --------------------------------------------------------------------------------------------

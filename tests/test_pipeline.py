@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,24 @@ def test_bench_json_schema(capsys):
         assert isinstance(entry[key], float) and math.isfinite(entry[key]) and entry[key] > 0
     # FLOPs per step from XLA's cost analysis: at least the forward matmul, 2*B*d*113.
     assert entry["flops_per_run_step"] >= 2 * 128 * 100 * 113
+    # The efficiency divides by the best of the peak readings, which are all reported.
+    assert out["peak_gflops"] == max(out["peak_gflops_readings"])
+    assert math.isclose(entry["efficiency"], entry["achieved_gflops"] / out["peak_gflops"])
+    mem = entry["in_memory"]
+    for key in ("engine_run_steps_per_s", "naive_run_steps_per_s", "speedup_vs_naive"):
+        assert isinstance(mem[key], float) and math.isfinite(mem[key]) and mem[key] > 0
+    assert math.isclose(mem["efficiency"], mem["achieved_gflops"] / out["peak_gflops"])
+    assert 0.0 <= entry["data_generation_share"] < 1.0
+    # --quick skips the 1-core process; the full bench fills these two.
+    assert entry["engine_run_steps_per_s_1_core"] is None and entry["scaling_vs_1_core"] is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_bench_one_core_probe_runs_pinned():
+    """The 1-core side of the scaling runs in a child pinned to one core with one device."""
+    from benchmark.bench import one_core_rate
+    from benchmark.engine import TrainConfig
+
+    cfg = TrainConfig(steps=10, batch_size=8, eval_every=10, n_test=16)
+    rate = one_core_rate("shared_bottom", cfg, 2)  # the child asserts its own pinning
+    assert isinstance(rate, float) and math.isfinite(rate) and rate > 0
