@@ -47,6 +47,19 @@ REPEATS = 3
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process, MB.
+
+    ``VmHWM`` of /proc/self/status where there is one: the high-water mark of this
+    process's own memory. ``ru_maxrss`` is the fallback, but on Linux a child started by
+    ``subprocess`` inherits its parent's ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -164,8 +177,8 @@ def _naive_steps_per_s(
 def _engine(model, spec, cfg, runs, devices, repeats=REPEATS):
     """``(run-steps/s, compile seconds)`` of the compiled trainer of ``runs`` runs.
 
-    ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs,
-    the best of ``repeats`` calls, after a warm-up call.
+    ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs:
+    the best of ``repeats`` calls.
     """
     keys = run_keys(0, runs)
     fn = _compiled(model, spec, cfg, devices)
@@ -174,8 +187,7 @@ def _engine(model, spec, cfg, runs, devices, repeats=REPEATS):
     t0 = time.perf_counter()
     compiled = fn.lower(keys, p, lr).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(keys, p, lr))  # warm
-    best = math.inf
+    best = math.inf  # the first call may be slower (allocation): the best absorbs it
     for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(keys, p, lr))
@@ -185,6 +197,7 @@ def _engine(model, spec, cfg, runs, devices, repeats=REPEATS):
 
 _ONE_CORE_SCRIPT = """
 import json, os
+os.sched_setaffinity(0, {{{core}}})  # before JAX starts its thread pools
 import jax
 assert len(os.sched_getaffinity(0)) == 1 and jax.device_count() == 1, "not pinned to 1 core"
 from benchmark.bench import _engine
@@ -213,14 +226,13 @@ def one_core_rate(model: str, cfg: TrainConfig, runs: int) -> float | None:
     if not hasattr(os, "sched_setaffinity"):
         return None
     core = min(os.sched_getaffinity(0))
-    script = _ONE_CORE_SCRIPT.format(model=model, cfg=cfg.to_dict(), runs=runs)
+    script = _ONE_CORE_SCRIPT.format(core=core, model=model, cfg=cfg.to_dict(), runs=runs)
     res = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         check=False,
         env=_child_env(1),
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
     )
     if res.returncode != 0:
         raise RuntimeError(f"1-core probe for {model} failed: {res.stderr[-2000:]}")
@@ -319,22 +331,22 @@ def measure(
 
 
 _MEMORY_SCRIPT = """
-import resource, jax
+from benchmark.bench import _rss_mb
 from benchmark.engine import TrainConfig, run_keys, train_many
 from benchmark.models import ModelConfig
 from datagen import get_preset
 cfg = TrainConfig(steps=100, batch_size={batch}, eval_every=100, n_test=2000)
 train_many(run_keys(0, {runs}), 0.5, 1e-3, model=ModelConfig.of("{model}"),
            spec=get_preset("kdd18"), cfg=cfg)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+print(_rss_mb())
 """
 
 
 def memory_scaling(model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = 128) -> dict:
     """Peak RSS (MB) of a fresh process training S runs, for each S in ``sizes``.
 
-    One process per size, so each reading is that sweep's own peak (``ru_maxrss`` never
-    goes down within a process). Each process inherits this one's XLA_FLAGS.
+    One process per size, so each reading is that sweep's own peak (a high-water mark
+    never goes down within a process). Each process inherits this one's XLA_FLAGS.
     """
     out = {}
     for runs in sizes:
