@@ -1,6 +1,7 @@
 """Entry point. Before JAX starts, expose one host device per CPU core so that the engine's
 run sharding fills every core (XLA's CPU backend runs one small matmul at about one core's
-speed). Set XLA_FLAGS yourself to override; it changes speed only, never the numbers."""
+speed). Set XLA_FLAGS yourself to override; it changes speed, and the numbers only at float
+rounding (another number of runs per device may select another matmul kernel)."""
 
 import os
 import sys
