@@ -227,15 +227,16 @@ def one_core_rate(model: str, cfg: TrainConfig, runs: int) -> float | None:
         return None
     core = min(os.sched_getaffinity(0))
     script = _ONE_CORE_SCRIPT.format(core=core, model=model, cfg=cfg.to_dict(), runs=runs)
+    return _child_number(script, _child_env(1), f"1-core probe for {model}")
+
+
+def _child_number(script: str, env: dict | None, what: str) -> float:
+    """Run ``script`` in a fresh Python process; the number on its last stdout line."""
     res = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=_child_env(1),
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, env=env
     )
     if res.returncode != 0:
-        raise RuntimeError(f"1-core probe for {model} failed: {res.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed: {res.stderr[-2000:]}")
     return float(res.stdout.strip().splitlines()[-1])
 
 
@@ -351,12 +352,7 @@ def memory_scaling(model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = 1
     out = {}
     for runs in sizes:
         script = _MEMORY_SCRIPT.format(batch=batch, runs=runs, model=model)
-        res = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=False
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"memory probe for S={runs} failed: {res.stderr[-2000:]}")
-        out[runs] = float(res.stdout.strip().splitlines()[-1])
+        out[runs] = _child_number(script, None, f"memory probe for S={runs}")
     return out
 
 
