@@ -53,6 +53,21 @@ def _assert_close(a, b):
         np.testing.assert_allclose(a[k], b[k], err_msg=k, **TOL)
 
 
+def _run_child(script: str, **env_vars) -> None:
+    """Run ``script`` in a fresh CPU-only Python process with extra environment variables."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **env_vars)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def base():
     """The shared 3-run result: keys run_keys(0, 3), per-run p and lr."""
@@ -200,18 +215,8 @@ def test_two_devices_match_one(base, tmp_path):
         keys=ARRAY_KEYS,
         out=tmp_path,
     )
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    _run_child(script, XLA_FLAGS=flags)
 
     # One device: runs 0-2 are the shared fixture, run 3 a single run (a run's numbers do
     # not depend on how many runs share the call: test_vmapped_runs_equal_single_runs).
@@ -249,17 +254,7 @@ def test_unrolled_cpu_threefry_gives_the_same_numbers(base, tmp_path):
     script = _ROLLED_SCRIPT.format(
         p3=list(P3), lr3=list(LR3), cfg=CFG.to_dict(), keys=ARRAY_KEYS, out=tmp_path
     )
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MTL_ROLLED_THREEFRY="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_child(script, MTL_ROLLED_THREEFRY="1")
     rolled = np.load(tmp_path / "rolled.npz")
     key = jax.random.key(5)
     x, y = sample(key, SPEC, 300, task_weights(key, SPEC, 0.3))
