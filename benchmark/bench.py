@@ -35,7 +35,7 @@ import optax
 
 from datagen import _cpu_rng, get_preset, sample, task_weights
 
-from .engine import TrainConfig, _compiled, run_keys
+from .engine import TrainConfig, _compiled, default_group, run_keys
 from .experiments import ordered
 from .models import ModelConfig, names
 
@@ -174,14 +174,14 @@ def _naive_steps_per_s(
     return steps / best
 
 
-def _engine(model, spec, cfg, runs, devices, repeats=REPEATS):
+def _engine(model, spec, cfg, runs, devices, repeats=REPEATS, group="auto"):
     """``(run-steps/s, compile seconds)`` of the compiled trainer of ``runs`` runs.
 
-    ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs:
-    the best of ``repeats`` calls.
+    ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs
+    (with ``group`` runs per group): the best of ``repeats`` calls.
     """
     keys = run_keys(0, runs)
-    fn = _compiled(model, spec, cfg, devices)
+    fn = _compiled(model, spec, cfg, devices, group)
     p = jnp.full((runs,), 0.9, jnp.float32)
     lr = jnp.full((runs,), 2e-3, jnp.float32)
     t0 = time.perf_counter()
@@ -240,8 +240,31 @@ def _child_number(script: str, env: dict | None, what: str) -> float:
     return float(res.stdout.strip().splitlines()[-1])
 
 
+def group_sweep(models, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
+    """Engine run-steps/s for each run-group size: ``{model: {group: rate}}``.
+
+    ``groups`` holds positive integers and None (every run of a device in one group). The
+    in-memory regime, so the training step, not data generation, decides.
+    """
+    log = log or (lambda s: None)
+    spec = get_preset("kdd18")
+    out = {}
+    for name in models:
+        rates = out[name] = {}
+        for group in groups:
+            rate, _ = _engine(ModelConfig.of(name), spec, cfg, runs, jax.device_count(), 2, group)
+            rates["all" if group is None else str(group)] = rate
+        log(f"{name:<14} by run group: " + ", ".join(f"{g}: {r:.0f}" for g, r in rates.items()))
+    return out
+
+
 def measure(
-    quick: bool = False, runs: int | None = None, models=None, log=None, batch: int = 128
+    quick: bool = False,
+    runs: int | None = None,
+    models=None,
+    log=None,
+    batch: int = 128,
+    groups=None,
 ) -> dict:
     """Run every measurement and return the JSON-ready result.
 
@@ -277,6 +300,7 @@ def measure(
         "batch_size": cfg.batch_size,
         "in_memory_n_train": cfg_mem.n_train,
         "timing": f"best of {repeats}",
+        "group": default_group(),
         "architectures": {},
     }
     for name in models:
@@ -319,6 +343,9 @@ def measure(
             f"RSS {_rss_mb():.0f} MB"
         )
         peaks.append(peak_gflops(sizes))
+    if groups:
+        sweep_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
+        result["group_sweep"] = group_sweep(sweep_models, cfg_mem, runs, groups, log)
     peak = result["peak_gflops"] = max(peaks)
     log(f"best peak reading {peak:.1f} GFLOP/s (readings: {', '.join(f'{p:.0f}' for p in peaks)})")
     for name, entry in result["architectures"].items():
@@ -356,8 +383,27 @@ def memory_scaling(model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = 1
     return out
 
 
+def parse_groups(texts) -> list:
+    """``--groups`` values: positive integers, or ``all`` (None: one group per device)."""
+    out = []
+    for t in texts or ():
+        if t == "all":
+            out.append(None)
+        elif t.isdigit() and int(t) > 0:
+            out.append(int(t))
+        else:
+            raise ValueError(f"--groups takes positive integers or 'all', got {t!r}")
+    return out
+
+
 def main(
-    quick: bool = False, as_json: bool = False, runs=None, models=None, batch=128, memory=False
+    quick: bool = False,
+    as_json: bool = False,
+    runs=None,
+    models=None,
+    batch=128,
+    memory=False,
+    groups=None,
 ) -> None:
     if runs is not None and runs < 1:
         raise ValueError(f"--runs must be a positive integer, got {runs}")
@@ -370,7 +416,8 @@ def main(
     def log(s):
         print(s, file=sys.stderr if as_json else sys.stdout, flush=True)
 
-    res = measure(quick=quick, runs=runs, models=models, log=log, batch=batch)
+    groups = parse_groups(groups)
+    res = measure(quick=quick, runs=runs, models=models, log=log, batch=batch, groups=groups)
     if memory:
         res["memory_mb_by_runs"] = memory_scaling(batch=batch)
         log(

@@ -120,6 +120,7 @@ def cmd_bench(args) -> None:
         models=args.models,
         batch=args.batch,
         memory=args.memory,
+        groups=args.groups,
     )
 
 
@@ -164,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=128, help="batch size (the paper sizes: 128)")
     p.add_argument(
         "--memory", action="store_true", help="also peak RSS of fresh mmoe sweeps, S = 25..200"
+    )
+    p.add_argument(
+        "--groups",
+        nargs="*",
+        default=None,
+        help="also time shared_bottom and mmoe at these runs per group (integers, or all)",
     )
     p.set_defaults(func=cmd_bench)
     return parser

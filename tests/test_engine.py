@@ -39,8 +39,8 @@ P3, LR3 = P4[:3], LR4[:3]
 TOL = {"rtol": 1e-4, "atol": 1e-6}
 
 
-def _train(keys, p, lr, *, model=MODEL, cfg=CFG, devices=1):
-    return train_many(keys, p, lr, model=model, spec=SPEC, cfg=cfg, devices=devices)
+def _train(keys, p, lr, *, model=MODEL, cfg=CFG, devices=1, group="auto"):
+    return train_many(keys, p, lr, model=model, spec=SPEC, cfg=cfg, devices=devices, group=group)
 
 
 def _runs(out, runs):
@@ -118,6 +118,45 @@ def test_run_keys_do_not_depend_on_how_many_are_drawn():
 
 
 # --------------------------------------------------------------------------------------------
+# groups: a device's runs train in vmapped groups, one group after the other
+# --------------------------------------------------------------------------------------------
+
+
+def test_grouping_keeps_run_order_and_pads():
+    """5 runs in groups of 2: 3 groups of 2 (one padding run), results in run order."""
+
+    def fn(key, p, lr):
+        return {"x": p * 2 + lr, "k": jax.random.key_data(key)[0], "empty": jnp.zeros((2, 0))}
+
+    keys = run_keys(0, 5)
+    p = jnp.arange(5.0)
+    lr = jnp.arange(5.0) / 10
+    grouped = engine._grouped(fn, 2)
+    out = grouped(keys, p, lr)
+    np.testing.assert_allclose(out["x"], p * 2 + lr)
+    np.testing.assert_array_equal(out["k"], jax.random.key_data(keys)[:, 0])
+    assert out["empty"].shape == (5, 2, 0)
+    # The groups really run one after the other: a scan of 3 iterations over groups of 2.
+    jaxpr = str(jax.make_jaxpr(grouped)(keys, p, lr))
+    assert "scan" in jaxpr and "length=3" in jaxpr
+    # No grouping (None) or a group as large as the runs: one vmap, no scan.
+    for group in (None, 5):
+        assert "scan" not in str(jax.make_jaxpr(engine._grouped(fn, group))(keys, p, lr))
+
+
+def test_grouped_runs_match_one_group(base):
+    """Training 3 runs in groups of 2 (with padding) gives the numbers of one group of 3."""
+    grouped = _train(run_keys(0, 3), P3, LR3, group=2)
+    _assert_close(grouped, base)
+
+
+@pytest.mark.parametrize("group", [0, -3, 2.5, "all"])
+def test_bad_group_is_rejected(group):
+    with pytest.raises(ValueError, match="group must be a positive integer"):
+        _train(run_keys(0, 2), 0.5, 1e-3, group=group)
+
+
+# --------------------------------------------------------------------------------------------
 # compilation
 # --------------------------------------------------------------------------------------------
 
@@ -152,7 +191,7 @@ def test_new_p_and_lr_do_not_recompile(fixed):
     # The detectors saw the first compilation (so they can see a second one).
     assert _TRACE in first_events and _COMPILE in first_events
     assert fn._cache_size() == 1
-    misses = engine._compiled.cache_info().misses
+    misses = engine._compiled_for.cache_info().misses
     events = []
 
     def listener(event, duration, **kwargs):
@@ -170,7 +209,7 @@ def test_new_p_and_lr_do_not_recompile(fixed):
         jax.monitoring.unregister_event_duration_listener(listener)
     assert events == []
     assert fn._cache_size() == 1
-    assert engine._compiled.cache_info().misses == misses
+    assert engine._compiled_for.cache_info().misses == misses
     # The new p and lr were really used.
     assert not np.allclose(first["curves"][:, 1:], second["curves"][:, 1:])
     assert not np.allclose(second["curves"][:, 1:], third["curves"][:, 1:])

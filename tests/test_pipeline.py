@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmark import cli
+from benchmark.engine import default_group
 from benchmark.experiments import PLE_CORRS, experiments, get_profile
 from benchmark.report import EXPERIMENTS, build_summary, check_claims
 from benchmark.runner import (
@@ -203,6 +204,8 @@ def test_cli_list_json(capsys):
         (["figures", "--results", "/nonexistent/results"], "no results folder"),
         (["bench", "--models", "nope"], "unknown architecture 'nope'"),
         (["bench", "--runs", "0"], "--runs must be a positive integer"),
+        (["bench", "--groups", "0"], "--groups takes positive integers or 'all', got '0'"),
+        (["bench", "--groups", "some"], "--groups takes positive integers or 'all'"),
     ],
 )
 def test_cli_errors(argv, message, capsys):
@@ -227,7 +230,8 @@ def test_profiles_are_consistent():
 
 def test_bench_json_schema(capsys):
     """`bench --json` prints one JSON object with the documented keys; no timing asserts."""
-    assert cli.main(["bench", "--quick", "--json", "--runs", "2", "--models", "shared_bottom"]) == 0
+    argv = ["bench", "--quick", "--json", "--runs", "2", "--models", "shared_bottom"]
+    assert cli.main(argv + ["--groups", "1", "all"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"peak_gflops", "cores", "architectures"} <= set(out)
     assert out["peak_gflops"] > 0 and out["cores"] >= 1
@@ -254,6 +258,10 @@ def test_bench_json_schema(capsys):
     assert 0.0 <= entry["data_generation_share"] < 1.0
     # --quick skips the 1-core process; the full bench fills these two.
     assert entry["engine_run_steps_per_s_1_core"] is None and entry["scaling_vs_1_core"] is None
+    # The engine's run-group size, and the sweep over the sizes asked for.
+    assert out["group"] == default_group()
+    sweep = out["group_sweep"]["shared_bottom"]
+    assert set(sweep) == {"1", "all"} and all(v > 0 for v in sweep.values())
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
