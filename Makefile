@@ -27,7 +27,7 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-reproduce: $(STAMP)  ## regenerate every figure (about 45 min on 2 cores; resumes if interrupted)
+reproduce: $(STAMP)  ## regenerate every figure (about 40 min on 2 cores; resumes if interrupted)
 	$(PY) -m datagen corr-curve --preset kdd18 --figure figures
 	$(PY) -m benchmark run all --profile $(PROFILE) --figures figures
 	$(PY) -m benchmark report --results results/$(PROFILE) > results/$(PROFILE)/report.md
@@ -37,8 +37,10 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 	$(PY) -m datagen figure --figures figures
 	$(PY) -m benchmark figures --results results/$(PROFILE) --out figures
 
-bench: $(STAMP)  ## engine throughput against a naive loop and the machine's peak
-	$(PY) -m benchmark bench
+BENCH_JSON ?= figures/bench_batch128.json
+bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; writes $(BENCH_JSON))
+	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --json > $(BENCH_JSON).part
+	mv $(BENCH_JSON).part $(BENCH_JSON)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
