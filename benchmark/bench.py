@@ -240,14 +240,13 @@ def _child_number(script: str, env: dict | None, what: str) -> float:
     return float(res.stdout.strip().splitlines()[-1])
 
 
-def group_sweep(models, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
+def group_sweep(models, spec, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
     """Engine run-steps/s for each run-group size: ``{model: {group: rate}}``.
 
     ``groups`` holds positive integers and None (every run of a device in one group). The
     in-memory regime, so the training step, not data generation, decides.
     """
     log = log or (lambda s: None)
-    spec = get_preset("kdd18")
     out = {}
     for name in models:
         rates = out[name] = {}
@@ -345,7 +344,7 @@ def measure(
         peaks.append(peak_gflops(sizes))
     if groups:
         sweep_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
-        result["group_sweep"] = group_sweep(sweep_models, cfg_mem, runs, groups, log)
+        result["group_sweep"] = group_sweep(sweep_models, spec, cfg_mem, runs, groups, log)
     peak = result["peak_gflops"] = max(peaks)
     log(f"best peak reading {peak:.1f} GFLOP/s (readings: {', '.join(f'{p:.0f}' for p in peaks)})")
     for name, entry in result["architectures"].items():

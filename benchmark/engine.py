@@ -3,9 +3,10 @@
 A run is a seed: from its key come the task weights (u vectors), the test set, the
 training data and the model initialisation. The correlation ``p`` and the learning rate
 are traced inputs, so sweeping them never recompiles. Runs are sharded over every device
-``jax.devices()`` lists; every run's numbers are independent of how many devices there are.
-On each device the runs train in groups of ``group`` (a ``vmap``), one group after the other
-(``lax.map``): on a CPU a small group keeps its parameters and optimiser state in cache.
+``jax.devices()`` lists; a run's numbers depend on how many devices there are only at
+float rounding. On each device the runs train in groups of ``group`` (a ``vmap``), one group
+after the other (``lax.map``): on a CPU a small group keeps its parameters and optimiser
+state in cache.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ __all__ = [
 ]
 
 LR_GRID = (1e-4, 1e-3, 1e-2)
-# Runs vmapped together on a CPU device. Measured with ``python -m benchmark bench --group``
-# (README, "Performance"): 5-10 runs per device keep a group's parameters, Adam moments and
-# activations in the core's cache, and are 1.1-1.4x faster than 100 at once.
+# Runs vmapped together on a CPU device. Measured with ``python -m benchmark bench --groups``
+# (README, "Performance"): 2-10 runs per device keep a group's parameters, Adam moments and
+# activations in the core's cache, and are 1.2-1.45x faster than 100 at once.
 CPU_GROUP = 10
 
 
@@ -198,6 +199,11 @@ def default_group() -> int | None:
     return CPU_GROUP if jax.default_backend() == "cpu" else None
 
 
+def _pad_runs(arrays, pad: int) -> list:
+    """Each ``(R, ...)`` array with ``pad`` copies of its run 0 appended (outputs dropped later)."""
+    return [jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a for a in arrays]
+
+
 def _grouped(fn, group: int | None):
     """``fn`` vmapped over ``(R,)`` runs, computed ``group`` runs at a time.
 
@@ -213,8 +219,7 @@ def _grouped(fn, group: int | None):
         n_groups = -(-n // group)
         size = -(-n // n_groups)  # the most even split into n_groups groups
         pad = n_groups * size - n
-        args = [jnp.concatenate([a, jnp.repeat(a[:1], pad)]) if pad else a for a in (keys, p, lr)]
-        args = [a.reshape((n_groups, size) + a.shape[1:]) for a in args]
+        args = [a.reshape((n_groups, size) + a.shape[1:]) for a in _pad_runs((keys, p, lr), pad)]
         out = jax.lax.map(lambda a: batched(*a), tuple(args))
         return jax.tree_util.tree_map(
             lambda v: v.reshape((n_groups * size,) + v.shape[2:])[:n], out
@@ -302,14 +307,10 @@ def train_many(
     if group not in (None, "auto") and (not isinstance(group, int) or group < 1):
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
     n_dev = min(devices or jax.device_count(), jax.device_count())
-    pad = (-n_runs) % n_dev
-    if pad:
-        keys = jnp.concatenate([keys, jnp.repeat(keys[:1], pad)])
-        p = np.concatenate([p, np.repeat(p[:1], pad)])
-        lr = np.concatenate([lr, np.repeat(lr[:1], pad)])
+    keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
     fn = _compiled(model, spec, cfg, n_dev, group)
     t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(keys, jnp.asarray(p), jnp.asarray(lr)))
+    out = jax.block_until_ready(fn(keys, p, lr))
     wall = time.perf_counter() - t0
     result = {k: np.asarray(v)[:n_runs] for k, v in out.items()}
     result["wall_s"] = wall
