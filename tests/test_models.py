@@ -119,6 +119,68 @@ def test_mmoe_gates_differ_between_tasks():
     assert not np.allclose(gates[:, 0], gates[:, 1])
 
 
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _relu(z):
+    return np.maximum(z, 0.0)
+
+
+def _params_of(net, x, seed=0):
+    """Random parameters of ``net`` (numpy, float64) for inputs like ``x``."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), x[:1])
+    return jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape) / 3.0, shapes)
+
+
+def test_mmoe_matches_the_papers_equations():
+    # KDD18 eq. 6-7, written out per expert and per gate: y_k = h^k(sum_i g^k(x)_i f_i(x)),
+    # g^k(x) = softmax(W_gk x). Catches a reshape that mixes experts, units or gates up.
+    net = ModelConfig.of("mmoe", num_experts=3, expert_units=4, tower_units=5).build(2)
+    x = np.random.default_rng(1).normal(size=(6, D))
+    params = _params_of(net, x)
+    preds, gates = jax.jit(net.apply)(
+        jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params),
+        x.astype(np.float32),
+    )
+    ex, tw = params["params"]["experts"]["dense"], params["params"]["towers"]
+    wk = ex["kernel"].reshape(D, 3, 4)
+    bk = ex["bias"].reshape(3, 4)
+    wg = params["params"]["gates"]["dense"]["kernel"]
+    f = [_relu(x @ wk[:, i] + bk[i]) for i in range(3)]  # expert i: (B, 4)
+    for k in range(2):
+        g = _softmax(x @ wg[:, k * 3 : (k + 1) * 3])  # (B, 3)
+        mixed = sum(g[:, i : i + 1] * f[i] for i in range(3))
+        t = _relu(mixed @ tw["hidden_kernel"][k] + tw["hidden_bias"][k])
+        y = t @ tw["out_kernel"][k, :, 0] + tw["out_bias"][k]
+        np.testing.assert_allclose(gates[:, k], g, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(preds[:, k], y, rtol=1e-4, atol=1e-4)
+
+
+def test_cgc_matches_the_papers_equations():
+    # RecSys 2020 eq. 2-4: task k's gate mixes its own experts followed by the shared ones.
+    net = ModelConfig.of("cgc", task_experts=2, shared_experts=3, expert_units=4).build(2)
+    x = np.random.default_rng(3).normal(size=(6, D))
+    params = _params_of(net, x)
+    preds, gates = jax.jit(net.apply)(
+        jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params),
+        x.astype(np.float32),
+    )
+    ex, tw = params["params"]["extraction"], params["params"]["towers"]
+    sh = ex["shared_experts"]["dense"]
+    shared = _relu(x @ sh["kernel"] + sh["bias"]).reshape(6, 3, 4)
+    for k in range(2):
+        own = _relu(x @ ex["task_expert_kernel"][k] + ex["task_expert_bias"][k]).reshape(6, 2, 4)
+        g = _softmax(x @ ex["task_gate_kernel"][k])  # (B, 2 + 3)
+        mixed = np.einsum("be,beh->bh", g, np.concatenate([own, shared], axis=1))
+        t = _relu(mixed @ tw["hidden_kernel"][k] + tw["hidden_bias"][k])
+        y = t @ tw["out_kernel"][k, :, 0] + tw["out_bias"][k]
+        np.testing.assert_allclose(gates[:, k], g, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(preds[:, k], y, rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------
 # every architecture learns
 # --------------------------------------------------------------------------------------------
