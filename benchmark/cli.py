@@ -44,6 +44,35 @@ def cmd_list(args) -> None:
     print("profiles: " + ", ".join(PROFILES))
 
 
+def _join_distributed(args) -> tuple[int, int]:
+    """Join the job with ``jax.distributed``; this process's shard ``(index, count)``.
+
+    Without ``--coordinator``, JAX reads the cluster's environment (SLURM, Open MPI, ...).
+    Each process trains its shard of the chunks on its own devices: the runs are
+    independent, so the processes never communicate after joining.
+    """
+    import jax
+
+    if args.shard is not None:
+        raise ValueError("--distributed takes the shard from the job; drop --shard")
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise ValueError(
+            "--coordinator, --num-processes and --process-id go together (or give none, "
+            "and JAX reads them from the cluster's environment)"
+        )
+    if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+        raise ValueError(
+            f"--process-id must be in [0, --num-processes), got {args.process_id} "
+            f"of {args.num_processes}"
+        )
+    try:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--distributed: jax.distributed.initialize failed: {e}") from None
+    return jax.process_index(), jax.process_count()
+
+
 def cmd_run(args) -> None:
     from .experiments import get_profile
     from .plots import draw_all
@@ -52,7 +81,11 @@ def cmd_run(args) -> None:
 
     profile = get_profile(args.profile)
     shard = parse_shard(args.shard)
+    if args.distributed:
+        shard = _join_distributed(args)
     root = Path(args.out) if args.out else Path("results") / profile.name
+    if args.distributed and not args.out:
+        root = Path("results") / f"{profile.name}-shard{shard[0]}of{shard[1]}"
     names = _experiment_names(args.experiments)
     t0 = time.perf_counter()
     res = run(profile, names, root, shard=shard, progress=not args.no_progress)
@@ -137,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="default", help="smoke, quick, default or paper")
     p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
     p.add_argument("--shard", default=None, help="i/n: train only this share of the pieces")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a jax.distributed job; this process trains shard process_index/process_count "
+        "(default --out: results/<profile>-shard<i>of<n>)",
+    )
+    p.add_argument("--coordinator", default=None, help="with --distributed: host:port")
+    p.add_argument("--num-processes", type=int, default=None, help="with --distributed")
+    p.add_argument("--process-id", type=int, default=None, help="with --distributed")
     p.add_argument("--figures", default=None, help="also draw figures into this folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)

@@ -3,8 +3,9 @@
 A run is a seed: from its key come the task weights (u vectors), the test set, the
 training data and the model initialisation. The correlation ``p`` and the learning rate
 are traced inputs, so sweeping them never recompiles. Runs are sharded over every device
-``jax.devices()`` lists; a run's numbers depend on how many devices there are only at
-float rounding. On each device the runs train in groups of ``group`` (a ``vmap``), one group
+of this process (``jax.local_devices()``: every device, unless ``jax.distributed`` joined
+several processes); a run's numbers depend on how many devices there are only at float
+rounding. On each device the runs train in groups of ``group`` (a ``vmap``), one group
 after the other (``lax.map``): on a CPU a small group keeps its parameters and optimiser
 state in cache.
 """
@@ -248,7 +249,7 @@ def _compiled_for(model, spec, cfg, n_devices: int, group: int | None):
     fn = _grouped(functools.partial(train_run, model=model, spec=spec, cfg=cfg), group)
     if n_devices == 1:
         return jax.jit(fn)
-    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("runs",))
+    mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("runs",))
     spec_runs = PartitionSpec("runs")
     # Every run is independent: each device computes its own runs, no communication.
     return jax.jit(
@@ -284,7 +285,9 @@ def train_many(
       p: scalar or ``(R,)`` task-weight cosines in [-1, 1].
       lr: scalar or ``(R,)`` learning rates > 0.
       model, spec, cfg: as in :func:`train_run`.
-      devices: how many of ``jax.devices()`` to shard the runs over (default: all).
+      devices: how many of this process's devices (``jax.local_devices()``) to shard the
+        runs over (default: all). Under ``jax.distributed`` each process trains its own
+        runs on its own devices; see the README, "Scaling out".
       group: runs a device trains together (vmapped); its groups train one after the
         other. ``"auto"``: :func:`default_group`; None trains all of a device's runs at once.
         A speed setting: a run's numbers do not depend on it beyond float rounding.
@@ -306,7 +309,7 @@ def train_many(
         raise ValueError(f"devices must be a positive integer or None, got {devices!r}")
     if group not in (None, "auto") and (not isinstance(group, int) or group < 1):
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
-    n_dev = min(devices or jax.device_count(), jax.device_count())
+    n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
     fn = _compiled(model, spec, cfg, n_dev, group)
     t0 = time.perf_counter()

@@ -310,7 +310,8 @@ def _hardware() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "jax_backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in jax.local_devices()],
+        "process": f"{jax.process_index()}/{jax.process_count()}",
     }
 
 

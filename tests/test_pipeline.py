@@ -134,6 +134,49 @@ def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
         np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
+    # Two processes join one jax.distributed job on this host; each trains its shard of the
+    # chunks on its own devices, and the merged shards equal the single-process results.
+    import subprocess
+    import sys
+
+    address = f"127.0.0.1:{_free_port()}"
+    base = [sys.executable, "-m", "benchmark", "run", "fig3", "--profile", "smoke"]
+    procs = [
+        subprocess.Popen(
+            base
+            + ["--distributed", "--coordinator", address, "--num-processes", "2"]
+            + ["--process-id", str(i), "--no-progress", "--out", str(tmp_path / f"s{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for i in range(2)
+    ]
+    logs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.returncode == 0, log[-3000:]
+        assert "this shard is done" in log
+    manifest_dirs = [tmp_path / f"s{i}" for i in range(2)]
+    assert all(any((d / "chunks").glob("*/*.npz")) for d in manifest_dirs)
+    res = merge(manifest_dirs, tmp_path / "m", SMOKE, ["fig3"])
+    assert res["assembled"] == ["fig3"]
+    for p in (0.5, 0.9, 1.0):
+        _, x = load_cell(tmp_path / "m", "fig3", "shared_bottom", p)
+        _, y = load_cell(smoke_root, "fig3", "shared_bottom", p)
+        np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
+
+
 def test_summary_schema(smoke_root):
     records = build_summary(smoke_root)
     keys = {"mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min"}
@@ -201,6 +244,16 @@ def test_cli_list_json(capsys):
         (["run", "nope", "--profile", "smoke"], "unknown experiment nope; known experiments"),
         (["run", "fig3", "--profile", "huge"], "unknown profile 'huge'"),
         (["run", "fig3", "--profile", "smoke", "--shard", "2/2"], "--shard"),
+        (["run", "fig3", "--profile", "smoke", "--distributed", "--shard", "0/2"], "drop --shard"),
+        (
+            ["run", "fig3", "--profile", "smoke", "--distributed", "--num-processes", "2"],
+            "--coordinator, --num-processes and --process-id go together",
+        ),
+        (
+            ["run", "fig3", "--profile", "smoke", "--distributed", "--coordinator", "h:1"]
+            + ["--num-processes", "2", "--process-id", "2"],
+            "--process-id must be in [0, --num-processes)",
+        ),
         (["figures", "--results", "/nonexistent/results"], "no results folder"),
         (["bench", "--models", "nope"], "unknown architecture 'nope'"),
         (["bench", "--runs", "0"], "--runs must be a positive integer"),
