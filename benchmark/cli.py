@@ -69,7 +69,10 @@ def _join_distributed(args) -> tuple[int, int]:
     try:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"--distributed: jax.distributed.initialize failed: {e}") from None
+        raise ValueError(
+            f"--distributed: jax.distributed.initialize failed ({e}); outside a cluster that "
+            "JAX recognises, pass --coordinator host:port, --num-processes and --process-id"
+        ) from None
     return jax.process_index(), jax.process_count()
 
 

@@ -268,6 +268,17 @@ def test_cli_errors(argv, message, capsys):
     assert err.count("\n") == 1
 
 
+def test_distributed_outside_a_cluster_says_what_to_pass(monkeypatch, capsys):
+    # No cluster in the environment (JAX reads SLURM, Open MPI, MPI and TPU variables).
+    for var in list(os.environ):
+        if var.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_", "MEGASCALE_")):
+            monkeypatch.delenv(var)
+    assert cli.main(["run", "fig3", "--profile", "smoke", "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --distributed: jax.distributed.initialize failed")
+    assert "pass --coordinator host:port, --num-processes and --process-id" in err
+
+
 def test_profiles_are_consistent():
     for name in ("smoke", "quick", "default", "paper"):
         prof = get_profile(name)
