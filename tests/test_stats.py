@@ -15,6 +15,7 @@ import scipy.stats
 from benchmark.stats import (
     iqm,
     iqm_ci,
+    mean_ci,
     prob_better,
     prob_better_ci,
     stratified_iqm_ci,
@@ -204,6 +205,42 @@ def test_iqm_ci_matches_scipy_bootstrap():
     )
     lo, hi = iqm_ci(x, seed=5, n_boot=SMALL_BOOT, ci=0.9)
     assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
+
+
+# mean_ci (the MTL gain's CI): the same bootstrap with the mean as the statistic
+
+
+def test_mean_ci_matches_scipy_bootstrap():
+    x = np.random.default_rng(6).normal(size=20)
+    res = scipy.stats.bootstrap(
+        (x,),
+        lambda v, axis: np.mean(v, axis=axis),
+        n_resamples=SMALL_BOOT,
+        vectorized=True,
+        confidence_level=0.9,
+        method="percentile",
+        rng=np.random.default_rng(7),
+    )
+    lo, hi = mean_ci(x, seed=7, n_boot=SMALL_BOOT, ci=0.9)
+    assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
+
+
+def test_mean_ci_is_the_normal_interval_for_many_runs():
+    # n = 4000 draws of N(0.3, 1): the 95% CI of the mean is 0.3 +- 1.96 / sqrt(4000) = +-0.031.
+    x = np.random.default_rng(8).normal(0.3, 1.0, size=4000)
+    lo, hi = mean_ci(x, seed=0, n_boot=SMALL_BOOT)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)
+    assert lo < x.mean() < hi
+    assert hi - lo == pytest.approx(2 * half, rel=0.15)
+    assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.2 * half)
+
+
+def test_mean_ci_edge_cases():
+    assert mean_ci([2.0, 2.0, 2.0, np.nan]) == (2.0, 2.0)
+    assert all(math.isnan(v) for v in mean_ci([1.0, np.inf], seed=0))
+    x = np.random.default_rng(9).normal(size=30)
+    with_nan = np.concatenate([x, [np.nan, -np.inf]])
+    assert mean_ci(with_nan, seed=1, n_boot=SMALL_BOOT) == mean_ci(x, seed=1, n_boot=SMALL_BOOT)
 
 
 def test_iqm_ci_ignores_nonfinite():
