@@ -44,12 +44,18 @@ def cmd_list(args) -> None:
     print("profiles: " + ", ".join(PROFILES))
 
 
+# A shard that finishes early waits for the others at JAX's shutdown barrier; JAX's default
+# 5 minutes would end the job's slower shards. A week is longer than any profile's shard.
+SHUTDOWN_TIMEOUT_S = 7 * 24 * 3600
+
+
 def _join_distributed(args) -> tuple[int, int]:
     """Join the job with ``jax.distributed``; this process's shard ``(index, count)``.
 
     Without ``--coordinator``, JAX reads the cluster's environment (SLURM, Open MPI, ...).
-    Each process trains its shard of the chunks on its own devices: the runs are
-    independent, so the processes never communicate after joining.
+    Each process trains its shard of the chunks on its own devices. The runs are
+    independent, so the processes exchange only JAX's heartbeats and its shutdown barrier:
+    a process that crashes ends the others too, and a rerun resumes every shard.
     """
     import jax
 
@@ -67,12 +73,20 @@ def _join_distributed(args) -> tuple[int, int]:
             f"of {args.num_processes}"
         )
     try:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        jax.distributed.initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
+        )
     except (RuntimeError, ValueError) as e:
-        raise ValueError(
-            f"--distributed: jax.distributed.initialize failed ({e}); outside a cluster that "
-            "JAX recognises, pass --coordinator host:port, --num-processes and --process-id"
-        ) from None
+        hint = ""
+        if args.coordinator is None:
+            hint = (
+                "; outside a cluster that JAX recognises, pass --coordinator host:port, "
+                "--num-processes and --process-id"
+            )
+        raise ValueError(f"--distributed: jax.distributed.initialize failed ({e}){hint}") from None
     return jax.process_index(), jax.process_count()
 
 
@@ -83,11 +97,14 @@ def cmd_run(args) -> None:
     from .runner import parse_shard, run
 
     profile = get_profile(args.profile)
-    shard = parse_shard(args.shard)
     if args.distributed:
         shard = _join_distributed(args)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
+    else:
+        shard = parse_shard(args.shard)
     root = Path(args.out) if args.out else Path("results") / profile.name
-    if args.distributed and not args.out:
+    if args.distributed and not args.out and shard[1] > 1:
         root = Path("results") / f"{profile.name}-shard{shard[0]}of{shard[1]}"
     names = _experiment_names(args.experiments)
     t0 = time.perf_counter()

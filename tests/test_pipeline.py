@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,11 +135,28 @@ def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
         np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
 
 
+CLUSTER_VARS = ("SLURM_", "OMPI_", "PMI_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli_env() -> dict:
+    """A child's environment: CPU only, and no cluster for jax.distributed to detect."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLUSTER_VARS)}
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
 def _free_port() -> int:
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    # The coordinator binds [::]:port where the host has IPv6, 0.0.0.0:port otherwise.
+    try:
+        sock = socket.socket(socket.AF_INET6)
+        sock.bind(("::", 0))
+    except OSError:
+        sock = socket.socket(socket.AF_INET)
+        sock.bind(("", 0))
+    with sock:
         return sock.getsockname()[1]
 
 
@@ -151,25 +169,33 @@ def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
 
     address = f"127.0.0.1:{_free_port()}"
     base = [sys.executable, "-m", "benchmark", "run", "fig3", "--profile", "smoke"]
-    procs = [
-        subprocess.Popen(
-            base
-            + ["--distributed", "--coordinator", address, "--num-processes", "2"]
-            + ["--process-id", str(i), "--no-progress", "--out", str(tmp_path / f"s{i}")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        for i in range(2)
-    ]
-    logs = [proc.communicate(timeout=600)[0] for proc in procs]
-    for proc, log in zip(procs, logs, strict=True):
+    log_files = [tmp_path / f"log{i}" for i in range(2)]
+    procs = []
+    try:
+        for i in range(2):
+            with open(log_files[i], "w") as out:
+                procs.append(
+                    subprocess.Popen(
+                        base + ["--distributed", "--coordinator", address]
+                        + ["--num-processes", "2", "--process-id", str(i), "--no-progress"]
+                        + ["--out", str(tmp_path / f"s{i}")],
+                        stdout=out, stderr=subprocess.STDOUT, env=_cli_env(), cwd=REPO,
+                    )
+                )  # fmt: skip
+        deadline = time.monotonic() + 600  # one deadline for the whole job
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, f in zip(procs, log_files, strict=True):
+        log = f.read_text()
         assert proc.returncode == 0, log[-3000:]
         assert "this shard is done" in log
-    manifest_dirs = [tmp_path / f"s{i}" for i in range(2)]
-    assert all(any((d / "chunks").glob("*/*.npz")) for d in manifest_dirs)
-    res = merge(manifest_dirs, tmp_path / "m", SMOKE, ["fig3"])
+    shard_dirs = [tmp_path / f"s{i}" for i in range(2)]
+    assert all(any((d / "chunks").glob("*/*.npz")) for d in shard_dirs)
+    res = merge(shard_dirs, tmp_path / "m", SMOKE, ["fig3"])
     assert res["assembled"] == ["fig3"]
     for p in (0.5, 0.9, 1.0):
         _, x = load_cell(tmp_path / "m", "fig3", "shared_bottom", p)
@@ -250,6 +276,10 @@ def test_cli_list_json(capsys):
             "--coordinator, --num-processes and --process-id go together",
         ),
         (
+            ["run", "fig3", "--profile", "smoke", "--num-processes", "2"],
+            "--coordinator, --num-processes and --process-id need --distributed",
+        ),
+        (
             ["run", "fig3", "--profile", "smoke", "--distributed", "--coordinator", "h:1"]
             + ["--num-processes", "2", "--process-id", "2"],
             "--process-id must be in [0, --num-processes)",
@@ -268,15 +298,21 @@ def test_cli_errors(argv, message, capsys):
     assert err.count("\n") == 1
 
 
-def test_distributed_outside_a_cluster_says_what_to_pass(monkeypatch, capsys):
-    # No cluster in the environment (JAX reads SLURM, Open MPI, MPI and TPU variables).
-    for var in list(os.environ):
-        if var.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_", "MEGASCALE_")):
-            monkeypatch.delenv(var)
-    assert cli.main(["run", "fig3", "--profile", "smoke", "--distributed"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --distributed: jax.distributed.initialize failed")
-    assert "pass --coordinator host:port, --num-processes and --process-id" in err
+def test_distributed_outside_a_cluster_says_what_to_pass():
+    # A fresh process (this one has started JAX already, which initialize would refuse).
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmark", "run", "fig3", "--profile", "smoke", "--distributed"],
+        capture_output=True, text=True, env=_cli_env(), cwd=REPO, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1, res.stderr[-2000:]
+    assert err[0].startswith("error: --distributed: jax.distributed.initialize failed")
+    assert "pass --coordinator host:port, --num-processes and --process-id" in err[0]
+    assert "before any JAX" not in err[0]
 
 
 def test_profiles_are_consistent():

@@ -13,6 +13,7 @@ import pytest
 import scipy.stats
 
 from benchmark.stats import (
+    _BOOT_RNG_KW,
     iqm,
     iqm_ci,
     mean_ci,
@@ -201,7 +202,7 @@ def test_iqm_ci_matches_scipy_bootstrap():
         vectorized=True,
         confidence_level=0.9,
         method="percentile",
-        rng=np.random.default_rng(5),
+        **{_BOOT_RNG_KW: np.random.default_rng(5)},
     )
     lo, hi = iqm_ci(x, seed=5, n_boot=SMALL_BOOT, ci=0.9)
     assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
@@ -219,7 +220,7 @@ def test_mean_ci_matches_scipy_bootstrap():
         vectorized=True,
         confidence_level=0.9,
         method="percentile",
-        rng=np.random.default_rng(7),
+        **{_BOOT_RNG_KW: np.random.default_rng(7)},
     )
     lo, hi = mean_ci(x, seed=7, n_boot=SMALL_BOOT, ci=0.9)
     assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
