@@ -49,6 +49,11 @@ def cmd_list(args) -> None:
 SHUTDOWN_TIMEOUT_S = 7 * 24 * 3600
 
 
+def _job_flags(args) -> list:
+    """``--coordinator``, ``--num-processes`` and ``--process-id`` (None where not given)."""
+    return [args.coordinator, args.num_processes, args.process_id]
+
+
 def _join_distributed(args) -> tuple[int, int]:
     """Join the job with ``jax.distributed``; this process's shard ``(index, count)``.
 
@@ -61,7 +66,7 @@ def _join_distributed(args) -> tuple[int, int]:
 
     if args.shard is not None:
         raise ValueError("--distributed takes the shard from the job; drop --shard")
-    given = [args.coordinator, args.num_processes, args.process_id]
+    given = _job_flags(args)
     if any(v is not None for v in given) and not all(v is not None for v in given):
         raise ValueError(
             "--coordinator, --num-processes and --process-id go together (or give none, "
@@ -99,7 +104,7 @@ def cmd_run(args) -> None:
     profile = get_profile(args.profile)
     if args.distributed:
         shard = _join_distributed(args)
-    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+    elif any(v is not None for v in _job_flags(args)):
         raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
     else:
         shard = parse_shard(args.shard)

@@ -135,16 +135,25 @@ def _params_of(net, x, seed=0):
     return jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape) / 3.0, shapes)
 
 
+def _apply_float32(net, params, x):
+    """``net.apply`` in float32 on float64 ``params`` and ``x``: ``(preds, gates)``."""
+    params32 = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params)
+    return jax.jit(net.apply)(params32, x.astype(np.float32))
+
+
+def _tower(tw, k, h):
+    """Task k's tower, written out: ReLU hidden layer, then a scalar output. ``(B,)``."""
+    t = _relu(h @ tw["hidden_kernel"][k] + tw["hidden_bias"][k])
+    return t @ tw["out_kernel"][k, :, 0] + tw["out_bias"][k]
+
+
 def test_mmoe_matches_the_papers_equations():
     # KDD18 eq. 6-7, written out per expert and per gate: y_k = h^k(sum_i g^k(x)_i f_i(x)),
     # g^k(x) = softmax(W_gk x). Catches a reshape that mixes experts, units or gates up.
     net = ModelConfig.of("mmoe", num_experts=3, expert_units=4, tower_units=5).build(2)
     x = np.random.default_rng(1).normal(size=(6, D))
     params = _params_of(net, x)
-    preds, gates = jax.jit(net.apply)(
-        jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params),
-        x.astype(np.float32),
-    )
+    preds, gates = _apply_float32(net, params, x)
     ex, tw = params["params"]["experts"]["dense"], params["params"]["towers"]
     wk = ex["kernel"].reshape(D, 3, 4)
     bk = ex["bias"].reshape(3, 4)
@@ -153,10 +162,8 @@ def test_mmoe_matches_the_papers_equations():
     for k in range(2):
         g = _softmax(x @ wg[:, k * 3 : (k + 1) * 3])  # (B, 3)
         mixed = sum(g[:, i : i + 1] * f[i] for i in range(3))
-        t = _relu(mixed @ tw["hidden_kernel"][k] + tw["hidden_bias"][k])
-        y = t @ tw["out_kernel"][k, :, 0] + tw["out_bias"][k]
         np.testing.assert_allclose(gates[:, k], g, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(preds[:, k], y, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(preds[:, k], _tower(tw, k, mixed), rtol=1e-4, atol=1e-4)
 
 
 def test_cgc_matches_the_papers_equations():
@@ -164,10 +171,7 @@ def test_cgc_matches_the_papers_equations():
     net = ModelConfig.of("cgc", task_experts=2, shared_experts=3, expert_units=4).build(2)
     x = np.random.default_rng(3).normal(size=(6, D))
     params = _params_of(net, x)
-    preds, gates = jax.jit(net.apply)(
-        jax.tree_util.tree_map(lambda v: np.asarray(v, np.float32), params),
-        x.astype(np.float32),
-    )
+    preds, gates = _apply_float32(net, params, x)
     ex, tw = params["params"]["extraction"], params["params"]["towers"]
     sh = ex["shared_experts"]["dense"]
     shared = _relu(x @ sh["kernel"] + sh["bias"]).reshape(6, 3, 4)
@@ -175,10 +179,8 @@ def test_cgc_matches_the_papers_equations():
         own = _relu(x @ ex["task_expert_kernel"][k] + ex["task_expert_bias"][k]).reshape(6, 2, 4)
         g = _softmax(x @ ex["task_gate_kernel"][k])  # (B, 2 + 3)
         mixed = np.einsum("be,beh->bh", g, np.concatenate([own, shared], axis=1))
-        t = _relu(mixed @ tw["hidden_kernel"][k] + tw["hidden_bias"][k])
-        y = t @ tw["out_kernel"][k, :, 0] + tw["out_bias"][k]
         np.testing.assert_allclose(gates[:, k], g, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(preds[:, k], y, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(preds[:, k], _tower(tw, k, mixed), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

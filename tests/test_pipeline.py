@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -164,9 +166,6 @@ def _free_port() -> int:
 def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
     # Two processes join one jax.distributed job on this host; each trains its shard of the
     # chunks on its own devices, and the merged shards equal the single-process results.
-    import subprocess
-    import sys
-
     address = f"127.0.0.1:{_free_port()}"
     base = [sys.executable, "-m", "benchmark", "run", "fig3", "--profile", "smoke"]
     log_files = [tmp_path / f"log{i}" for i in range(2)]
@@ -300,9 +299,6 @@ def test_cli_errors(argv, message, capsys):
 
 def test_distributed_outside_a_cluster_says_what_to_pass():
     # A fresh process (this one has started JAX already, which initialize would refuse).
-    import subprocess
-    import sys
-
     res = subprocess.run(
         [sys.executable, "-m", "benchmark", "run", "fig3", "--profile", "smoke", "--distributed"],
         capture_output=True, text=True, env=_cli_env(), cwd=REPO, timeout=300, check=False,

@@ -193,19 +193,26 @@ def test_iqm_ci_constant_data_is_degenerate():
     assert iqm_ci(np.full(10, 0.25), seed=0, n_boot=SMALL_BOOT) == (0.25, 0.25)
 
 
-def test_iqm_ci_matches_scipy_bootstrap():
-    x = np.random.default_rng(1).normal(size=20)
+def _scipy_percentile_ci(x, statistic, seed: int) -> tuple[float, float]:
+    """scipy's 90% percentile bootstrap of ``statistic``, SMALL_BOOT resamples, rng ``seed``."""
     res = scipy.stats.bootstrap(
         (x,),
-        lambda v, axis: scipy.stats.trim_mean(v, 0.25, axis=axis),
+        statistic,
         n_resamples=SMALL_BOOT,
         vectorized=True,
         confidence_level=0.9,
         method="percentile",
-        **{_BOOT_RNG_KW: np.random.default_rng(5)},
+        **{_BOOT_RNG_KW: np.random.default_rng(seed)},
     )
-    lo, hi = iqm_ci(x, seed=5, n_boot=SMALL_BOOT, ci=0.9)
-    assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
+    return res.confidence_interval.low, res.confidence_interval.high
+
+
+def test_iqm_ci_matches_scipy_bootstrap():
+    x = np.random.default_rng(1).normal(size=20)
+    trimmed = _scipy_percentile_ci(
+        x, lambda v, axis: scipy.stats.trim_mean(v, 0.25, axis=axis), seed=5
+    )
+    assert iqm_ci(x, seed=5, n_boot=SMALL_BOOT, ci=0.9) == trimmed
 
 
 # mean_ci (the MTL gain's CI): the same bootstrap with the mean as the statistic
@@ -213,17 +220,8 @@ def test_iqm_ci_matches_scipy_bootstrap():
 
 def test_mean_ci_matches_scipy_bootstrap():
     x = np.random.default_rng(6).normal(size=20)
-    res = scipy.stats.bootstrap(
-        (x,),
-        lambda v, axis: np.mean(v, axis=axis),
-        n_resamples=SMALL_BOOT,
-        vectorized=True,
-        confidence_level=0.9,
-        method="percentile",
-        **{_BOOT_RNG_KW: np.random.default_rng(7)},
-    )
-    lo, hi = mean_ci(x, seed=7, n_boot=SMALL_BOOT, ci=0.9)
-    assert lo == res.confidence_interval.low and hi == res.confidence_interval.high
+    expected = _scipy_percentile_ci(x, lambda v, axis: np.mean(v, axis=axis), seed=7)
+    assert mean_ci(x, seed=7, n_boot=SMALL_BOOT, ci=0.9) == expected
 
 
 def test_mean_ci_is_the_normal_interval_for_many_runs():
