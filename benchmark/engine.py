@@ -129,7 +129,7 @@ def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfi
 
     Args:
       key: the run's PRNG key.
-      p: scalar task-weight cosine (traced).
+      p: task-weight cosine (traced): a scalar, or a ``(K, K)`` cosine matrix.
       lr: scalar Adam learning rate (traced).
       model: architecture and sizes.
       spec: generator constants.
@@ -282,7 +282,8 @@ def train_many(
 
     Args:
       keys: ``(R,)`` PRNG keys, one per run (see :func:`run_keys`).
-      p: scalar or ``(R,)`` task-weight cosines in [-1, 1].
+      p: task-weight cosines: a scalar ``p`` in [-1, 1] or ``(R,)`` of them (every pair of
+        tasks has cosine ``p``), or a ``(K, K)`` cosine matrix or ``(R, K, K)`` of them.
       lr: scalar or ``(R,)`` learning rates > 0.
       model, spec, cfg: as in :func:`train_run`.
       devices: how many of this process's devices (``jax.local_devices()``) to shard the
@@ -298,10 +299,13 @@ def train_many(
     n_runs = int(keys.shape[0])
     if n_runs < 1:
         raise ValueError("need at least one run key")
-    p = np.broadcast_to(np.asarray(p, np.float32), (n_runs,))
+    p = np.asarray(p, np.float32)
+    matrix = p.ndim >= 2  # a (K, K) cosine matrix, or one per run (R, K, K)
+    p = np.broadcast_to(p, (n_runs,) + (p.shape[-2:] if matrix else ()))
     lr = np.broadcast_to(np.asarray(lr, np.float32), (n_runs,))
-    for value in np.unique(p):
-        validate_correlation(float(value), n_tasks=cfg.n_tasks, d=spec.d)
+    for value in np.unique(p.reshape(n_runs, -1), axis=0):
+        corr = value.reshape(p.shape[1:]) if matrix else float(value[0])
+        validate_correlation(corr, n_tasks=cfg.n_tasks, d=spec.d)
     if not np.all(np.isfinite(lr) & (lr > 0)):
         raise ValueError(f"learning rate lr must be a finite number > 0, got {np.unique(lr)}")
     model.build(cfg.n_tasks)  # validates the name and sizes before tracing
