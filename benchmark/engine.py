@@ -35,7 +35,14 @@ __all__ = [
     "run_keys",
     "default_group",
     "LR_GRID",
+    "NUMERICS_VERSION",
 ]
+
+# Bumped by every change that alters a run's numbers for the same spec and key (a new
+# sampler, a new parameter layout, a new step): it is part of every run spec's hash, so
+# stored results of an older version are never taken for new ones.
+#   1: threefry draws per batch, flax parameter layout of benchmark/models, optax.adam.
+NUMERICS_VERSION = 1
 
 LR_GRID = (1e-4, 1e-3, 1e-2)
 # Runs vmapped together on a CPU device. Measured with ``python -m benchmark bench --groups``
