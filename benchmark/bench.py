@@ -36,8 +36,7 @@ import optax
 from datagen import _cpu_rng, get_preset, sample, task_weights
 
 from .engine import TrainConfig, _compiled, default_group, run_keys
-from .experiments import ordered
-from .models import ModelConfig, names
+from .models import ModelConfig, names, ordered
 
 PAPER_STEPS = 10_000_000  # the KDD18 figures' x axes run to about 10M steps
 PAPER_RUNS = 200 * 3 * 3  # 200 runs x 3 models x 3 correlations

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["register", "names", "get", "ModelConfig", "Architecture", "param_count"]
+__all__ = ["register", "names", "ordered", "get", "ModelConfig", "Architecture", "param_count"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,25 +33,35 @@ class Architecture:
       cls: the Flax module class; its dataclass fields hold the paper defaults.
       description: one line for listings.
       paper: the paper it comes from.
+      label: display name in figures and tables (default: ``name``).
+      order: position in listings and legends (lower first; ties by name).
     """
 
     name: str
     cls: type[nn.Module]
     description: str
     paper: str
+    label: str = ""
+    order: int = 100
 
 
 _REGISTRY: dict[str, Architecture] = {}
 _LOADED = False
 
 
-def register(name: str, *, description: str, paper: str) -> Callable[[type], type]:
-    """Class decorator: add a Flax module to the registry under ``name``."""
+def register(
+    name: str, *, description: str, paper: str, label: str = "", order: int = 100
+) -> Callable[[type], type]:
+    """Class decorator: add a Flax module to the registry under ``name``.
+
+    ``label`` is its display name in figures (default ``name``); ``order`` places it in
+    listings and legends (lower first).
+    """
 
     def deco(cls):
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name, cls, description, paper)
+        _REGISTRY[name] = Architecture(name, cls, description, paper, label or name, order)
         return cls
 
     return deco
@@ -67,9 +77,15 @@ def _load_all() -> None:
 
 
 def names() -> list[str]:
-    """Every registered architecture name, in file order."""
+    """Every registered architecture name, in display order (``order``, then name)."""
     _load_all()
-    return list(_REGISTRY)
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
+
+
+def ordered(arch_names) -> list[str]:
+    """``arch_names`` in display order; names not in the registry follow, sorted."""
+    known = [n for n in names() if n in arch_names]
+    return known + sorted(n for n in arch_names if n not in _REGISTRY)
 
 
 def get(name: str) -> Architecture:
@@ -128,10 +144,17 @@ class ModelConfig:
         return arch.cls(**kwargs)
 
     def label(self) -> str:
-        """``name`` or ``name(field=value, ...)``."""
+        """``name`` or ``name(field=value, ...)``: unique per config, for file names and keys."""
         if not self.overrides:
             return self.name
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.overrides) + ")"
+
+    def display(self) -> str:
+        """The registry's display label, with any overrides: ``Shared-Bottom (bottom_units=16)``."""
+        label = get(self.name).label
+        if not self.overrides:
+            return label
+        return f"{label} (" + ", ".join(f"{k}={v}" for k, v in self.overrides) + ")"
 
 
 def param_count(model: nn.Module, d: int = 100) -> int:

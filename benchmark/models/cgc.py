@@ -13,6 +13,8 @@ from ._layers import Extraction, Towers
 
 @register(
     "cgc",
+    label="CGC",
+    order=4,
     description="task-specific plus shared experts, one gate per task over its own and shared",
     paper="Tang et al., RecSys 2020 (CGC)",
 )

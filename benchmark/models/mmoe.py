@@ -11,6 +11,8 @@ from ._layers import Experts, Gates, Towers, mix
 
 @register(
     "mmoe",
+    label="MMoE",
+    order=3,
     description="ReLU experts mixed by one softmax gate per task, g^k(x) = softmax(W_gk x)",
     paper="Ma et al., KDD 2018",
 )

@@ -12,6 +12,8 @@ from ._layers import Experts, Gates, Towers, mix
 
 @register(
     "omoe",
+    label="OMoE",
+    order=2,
     description="ReLU experts mixed by ONE softmax gate shared by all tasks",
     paper="Ma et al., KDD 2018 (OMoE baseline)",
 )

@@ -14,6 +14,8 @@ from ._layers import Extraction, Towers
 
 @register(
     "ple",
+    label="PLE",
+    order=5,
     description="stacked CGC extraction layers with a shared gate between layers",
     paper="Tang et al., RecSys 2020",
 )

@@ -13,6 +13,8 @@ from ._layers import Towers
 
 @register(
     "shared_bottom",
+    label="Shared-Bottom",
+    order=1,
     description="one shared ReLU layer, a tower per task (hard parameter sharing)",
     paper="Caruana 1997; as configured in Ma et al., KDD 2018",
 )

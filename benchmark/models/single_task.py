@@ -14,6 +14,8 @@ from ._layers import Towers
 
 @register(
     "single_task",
+    label="Single-task",
+    order=0,
     description="an independent network per task, no sharing (baseline for MTL gain)",
     paper="Tang et al., RecSys 2020 (MTL-gain baseline)",
 )
