@@ -1,4 +1,8 @@
-"""``python -m benchmark``: list, run, merge, figures, report, bench."""
+"""``python -m benchmark``: list, run, merge, figures, report, bench.
+
+The top layer: it takes the experiments from the registry and hands them to the runner,
+the report and the experiments' own figure functions.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,88 @@ import sys
 import time
 from pathlib import Path
 
-from .runner import ResultsError
+from .runner import Interrupted, ResultsError
 
 
-def _experiment_names(args_names: list[str]) -> list[str]:
-    from .report import EXPERIMENTS
+def _experiments(args_names: list[str]) -> list:
+    from . import experiments
 
     if not args_names or args_names == ["all"]:
-        return list(EXPERIMENTS)
-    return args_names
+        return [experiments.get(n) for n in experiments.names(only_all=True)]
+    return [experiments.get(n) for n in dict.fromkeys(args_names)]
+
+
+def _every_experiment() -> list:
+    from . import experiments
+
+    return [experiments.get(n) for n in experiments.names()]
+
+
+def _results_root(args, profile) -> Path:
+    return Path(args.results) if args.results else Path("results") / profile.name
+
+
+def figures_dir(profile_name: str) -> Path:
+    """Where a profile's figures go: ``figures/`` for default, else ``results/<p>/figures``."""
+    if profile_name == "default":
+        return Path("figures")
+    return Path("results") / profile_name / "figures"
+
+
+def _check_models(models: list[str] | None) -> list[str] | None:
+    if not models:
+        return None
+    from .models import names
+
+    unknown = [m for m in models if m not in names()]
+    if unknown:
+        raise ValueError(
+            f"--models: unknown architecture {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(names())}"
+        )
+    return list(dict.fromkeys(models))
 
 
 def cmd_list(args) -> None:
-    from .experiments import PROFILES, experiments, get_profile, ordered
+    from .experiments import PROFILES
     from .models import get, names, param_count
+    from .spec import OBJECTIVES
 
     archs = {}
-    for n in ordered(names()):
+    for n in names():
         arch = get(n)
         archs[n] = {
             "params": param_count(arch.cls()),
+            "label": arch.label,
             "description": arch.description,
             "paper": arch.paper,
         }
-    exps = experiments(get_profile("default"))
+    exps = {
+        e.name: {
+            "description": e.description,
+            "in_all": e.in_all,
+            "claims": [c.name for c in e.claims],
+        }
+        for e in _every_experiment()
+    }
     if args.json:
-        print(json.dumps({"architectures": archs, "experiments": list(exps)}))
+        print(
+            json.dumps(
+                {
+                    "architectures": archs,
+                    "experiments": exps,
+                    "objectives": list(OBJECTIVES),
+                    "profiles": list(PROFILES),
+                }
+            )
+        )
         return
     print("architectures (parameters at the paper defaults, d = 100, K = 2):")
     for n, a in archs.items():
         print(f"  {n:<14} {a['params']:>6}  {a['description']}  [{a['paper']}]")
-    print("experiments:")
-    for e in exps.values():
-        print(f"  {e.name:<12} {e.description}")
+    print("experiments (* = part of `run all`):")
+    for n, e in exps.items():
+        print(f"  {n:<12}{'*' if e['in_all'] else ' '} {e['description']}")
     print("profiles: " + ", ".join(PROFILES))
 
 
@@ -54,19 +107,14 @@ def _job_flags(args) -> list:
     return [args.coordinator, args.num_processes, args.process_id]
 
 
-def _join_distributed(args) -> tuple[int, int]:
-    """Join the job with ``jax.distributed``; this process's shard ``(index, count)``.
-
-    Without ``--coordinator``, JAX reads the cluster's environment (SLURM, Open MPI, ...).
-    Each process trains its shard of the chunks on its own devices. The runs are
-    independent, so the processes exchange only JAX's heartbeats and its shutdown barrier:
-    a process that crashes ends the others too, and a rerun resumes every shard.
-    """
-    import jax
-
+def _check_job_flags(args) -> None:
+    given = _job_flags(args)
+    if not args.distributed:
+        if any(v is not None for v in given):
+            raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
+        return
     if args.shard is not None:
         raise ValueError("--distributed takes the shard from the job; drop --shard")
-    given = _job_flags(args)
     if any(v is not None for v in given) and not all(v is not None for v in given):
         raise ValueError(
             "--coordinator, --num-processes and --process-id go together (or give none, "
@@ -77,6 +125,18 @@ def _join_distributed(args) -> tuple[int, int]:
             f"--process-id must be in [0, --num-processes), got {args.process_id} "
             f"of {args.num_processes}"
         )
+
+
+def _join_distributed(args) -> tuple[int, int]:
+    """Join the job with ``jax.distributed``; this process's shard ``(index, count)``.
+
+    Without ``--coordinator``, JAX reads the cluster's environment (SLURM, Open MPI, ...).
+    Each process trains its shard of the chunks on its own devices. The runs are
+    independent, so the processes exchange only JAX's heartbeats and its shutdown barrier:
+    a process that crashes ends the others too, and a rerun resumes every shard.
+    """
+    import jax
+
     try:
         jax.distributed.initialize(
             args.coordinator,
@@ -97,34 +157,95 @@ def _join_distributed(args) -> tuple[int, int]:
 
 def cmd_run(args) -> None:
     from .experiments import get_profile
-    from .plots import draw_all
-    from .report import write_summary
-    from .runner import parse_shard, run
+    from .runner import parse_shard, plan, run
 
     profile = get_profile(args.profile)
+    exps = _experiments(args.experiments)
+    models = _check_models(args.models)
+    _check_job_flags(args)
+    if args.json and not args.dry_run:
+        raise ValueError("--json goes with --dry-run")
+    shard = (0, 1) if args.distributed else parse_shard(args.shard)
+    root = Path(args.out) if args.out else Path("results") / profile.name
+    if args.dry_run:
+        counts = plan(profile, exps, root, shard, models).counts()
+        if args.json:
+            print(json.dumps(counts))
+        else:
+            print(
+                f"{profile.name}: would train {counts['runs_to_train']} runs "
+                f"({counts['run_steps_to_train']:,} run-steps) in {counts['cells_to_train']} "
+                f"cells, {counts['chunks_to_train']} chunks; {counts['chunks_on_disk']} "
+                f"chunks already on disk; results in {root}"
+            )
+        return
     if args.distributed:
         shard = _join_distributed(args)
-    elif any(v is not None for v in _job_flags(args)):
-        raise ValueError("--coordinator, --num-processes and --process-id need --distributed")
-    else:
-        shard = parse_shard(args.shard)
-    root = Path(args.out) if args.out else Path("results") / profile.name
-    if args.distributed and not args.out and shard[1] > 1:
-        root = Path("results") / f"{profile.name}-shard{shard[0]}of{shard[1]}"
-    names = _experiment_names(args.experiments)
+        if not args.out and shard[1] > 1:
+            root = Path("results") / f"{profile.name}-shard{shard[0]}of{shard[1]}"
     t0 = time.perf_counter()
-    res = run(profile, names, root, shard=shard, progress=not args.no_progress)
+    res = run(profile, exps, root, shard=shard, models=models, progress=not args.no_progress)
     print(
         f"{profile.name}: trained {res['trained']} chunks, skipped {res['skipped']} finished "
         f"ones, in {time.perf_counter() - t0:.1f} s; results in {root}"
     )
     if res["assembled"]:
-        print(f"summary: {write_summary(root)}")
-        if args.figures:
-            for path in draw_all(root, Path(args.figures), res["assembled"]):
-                print(f"figure: {path}")
+        _write_outputs(root, profile, res["assembled"], args.figures, args.no_figures)
     elif shard[1] > 1:
         print("this shard is done; combine the shards with `python -m benchmark merge`")
+
+
+def _write_outputs(root: Path, profile, names, figures: str | None, no_figures: bool) -> None:
+    from .report import write_summary
+
+    print(f"summary: {write_summary(root, _every_experiment())}")
+    if not no_figures:
+        out = Path(figures) if figures else figures_dir(profile.name)
+        for path in draw(root, out, [e for e in _every_experiment() if e.name in names]):
+            print(f"figure: {path}")
+
+
+def draw(root: Path, out: Path, exps: list) -> list[Path]:
+    """Draw the figures of every experiment of ``exps`` stored in ``root`` into ``out``."""
+    from .experiments import PROFILES
+    from .models import names as arch_names
+    from .report import assembled
+    from .runner import load_experiment, stale_cells
+
+    todo = assembled(root, exps)
+    if not todo:
+        raise ResultsError(f"no stored experiments in {root}; run `python -m benchmark run`")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for exp in todo:
+        res = load_experiment(root, exp.name)
+        prof = res.manifest["profile"]
+        caption = (
+            f"profile {prof['name']} · {prof['train']['steps']:,} steps · batch "
+            f"{prof['train']['batch_size']} · {res.n_runs} runs per point"
+        )
+        for fn in exp.figures:
+            written += fn(res, out, caption)
+        current = PROFILES.get(prof["name"])
+        stale = stale_cells(root, exp, current) if current else []
+        if stale:
+            print(
+                f"note: {exp.name}: {len(stale)} stored cells come from specs the current "
+                f"code no longer produces; `python -m benchmark run {exp.name} --profile "
+                f"{prof['name']}` retrains them",
+                file=sys.stderr,
+            )
+        drawn = {c.meta["model"] for c in res.cells}
+        wanted = {c.model.name for c in exp.cells(current)} if current else drawn
+        missing = [m for m in arch_names() if m in wanted - drawn]
+        if missing:
+            print(
+                f"note: {exp.name}: no results yet for {', '.join(missing)}; `python -m "
+                f"benchmark run {exp.name} --profile {prof['name']} --models "
+                f"{' '.join(missing)}` trains them",
+                file=sys.stderr,
+            )
+    return written
 
 
 def cmd_merge(args) -> None:
@@ -133,39 +254,43 @@ def cmd_merge(args) -> None:
     from .runner import merge
 
     profile = get_profile(args.profile)
-    res = merge([Path(s) for s in args.sources], Path(args.out), profile,
-                _experiment_names(args.experiments))  # fmt: skip
-    print(f"copied {res['copied']} chunks; assembled: {', '.join(res['assembled']) or 'none'}")
+    res = merge(
+        [Path(s) for s in args.sources], Path(args.out), profile, _experiments(args.experiments)
+    )
+    print(f"copied {res['copied']} files; assembled: {', '.join(res['assembled']) or 'none'}")
     if res["assembled"]:
-        print(f"summary: {write_summary(Path(args.out))}")
+        print(f"summary: {write_summary(Path(args.out), _every_experiment())}")
 
 
 def cmd_figures(args) -> None:
-    from .plots import draw_all
+    from .experiments import get_profile
     from .report import write_summary
 
-    root = Path(args.results)
+    profile = get_profile(args.profile)
+    root = _results_root(args, profile)
     if not root.is_dir():
         raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
-    written = draw_all(root, Path(args.out))
-    if not written:
-        raise ResultsError(f"no assembled experiments in {root}; run `python -m benchmark run`")
-    write_summary(root)
+    out = Path(args.figures) if args.figures else figures_dir(profile.name)
+    written = draw(root, out, _every_experiment())
+    write_summary(root, _every_experiment())
     for path in written:
         print(f"figure: {path}")
 
 
 def cmd_report(args) -> None:
+    from .experiments import get_profile
     from .report import build_summary, check_claims, claims_markdown, summary_markdown
 
-    root = Path(args.results)
-    records = build_summary(root)
+    root = _results_root(args, get_profile(args.profile))
+    exps = _every_experiment()
+    records = build_summary(root, exps)
+    claims = check_claims(root, exps)
     print(f"## Results in {root}\n")
-    print(summary_markdown(records))
-    claims = check_claims(root)
     if claims:
-        print("\n## The papers' claims\n")
-        print(claims_markdown(claims))
+        print("## The papers' claims\n")
+        print(claims_markdown(claims) + "\n")
+    print("## Every cell\n")
+    print(summary_markdown(records))
 
 
 def cmd_bench(args) -> None:
@@ -182,54 +307,111 @@ def cmd_bench(args) -> None:
     )
 
 
+def _add_profile(p) -> None:
+    p.add_argument(
+        "--profile", default="default", help="smoke, quick, default or paper (see `list`)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark", description=__doc__, formatter_class=fmt
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="architectures and experiments")
+    p = sub.add_parser("list", help="architectures, experiments and profiles", formatter_class=fmt)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("run", help="train experiments (resumes; skips finished pieces)")
-    p.add_argument("experiments", nargs="*", help="experiment names, or 'all' (the default)")
-    p.add_argument("--profile", default="default", help="smoke, quick, default or paper")
-    p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
-    p.add_argument("--shard", default=None, help="i/n: train only this share of the pieces")
+    p = sub.add_parser(
+        "run", help="train experiments (resumes; skips finished work)", formatter_class=fmt
+    )
+    p.add_argument(
+        "experiments",
+        nargs="*",
+        default=["all"],
+        help="experiment names, or 'all' (every experiment of `run all`)",
+    )
+    _add_profile(p)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train only these architectures' cells (default: every cell)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be trained and change nothing"
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    p.add_argument("--out", default=None, help="results folder (default: results/<profile>)")
+    p.add_argument("--shard", default=None, help="i/n: train only this share of the chunks")
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="join a jax.distributed job; this process trains shard process_index/process_count "
-        "(default --out: results/<profile>-shard<i>of<n>)",
+        help="join a jax.distributed job; this process trains shard "
+        "process_index/process_count (default --out: results/<profile>-shard<i>of<n>)",
     )
     p.add_argument("--coordinator", default=None, help="with --distributed: host:port")
-    p.add_argument("--num-processes", type=int, default=None, help="with --distributed")
-    p.add_argument("--process-id", type=int, default=None, help="with --distributed")
-    p.add_argument("--figures", default=None, help="also draw figures into this folder")
+    p.add_argument(
+        "--num-processes", type=int, default=None, help="with --distributed: processes in the job"
+    )
+    p.add_argument(
+        "--process-id", type=int, default=None, help="with --distributed: this process's index"
+    )
+    p.add_argument(
+        "--figures",
+        default=None,
+        help="figures folder (default: figures/ for default, else results/<profile>/figures)",
+    )
+    p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("merge", help="combine shard folders into one results folder")
+    p = sub.add_parser(
+        "merge", help="combine shard folders into one results folder", formatter_class=fmt
+    )
     p.add_argument("sources", nargs="+", help="results folders of the shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("--profile", default="default")
-    p.add_argument("--experiments", nargs="*", default=[])
+    p.add_argument("--out", required=True, help="the combined results folder")
+    _add_profile(p)
+    p.add_argument(
+        "--experiments",
+        nargs="*",
+        default=[],
+        help="experiments to assemble (default: those of `run all`)",
+    )
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("figures", help="redraw every figure from stored results")
-    p.add_argument("--results", default="results/default")
-    p.add_argument("--out", default="figures")
+    p = sub.add_parser(
+        "figures", help="redraw every figure from stored results", formatter_class=fmt
+    )
+    _add_profile(p)
+    p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
+    p.add_argument(
+        "--figures",
+        default=None,
+        help="figures folder (default: figures/ for default, else results/<profile>/figures)",
+    )
     p.set_defaults(func=cmd_figures)
 
-    p = sub.add_parser("report", help="markdown table of results and the papers' claims")
-    p.add_argument("--results", default="results/default")
+    p = sub.add_parser(
+        "report", help="markdown: the claims' verdicts and every cell", formatter_class=fmt
+    )
+    _add_profile(p)
+    p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="engine throughput against a naive loop and the peak")
-    p.add_argument("--quick", action="store_true", help="a short measurement (< 90 s)")
+    p = sub.add_parser(
+        "bench", help="engine throughput against a naive loop and the peak", formatter_class=fmt
+    )
+    p.add_argument("--quick", action="store_true", help="a short measurement (about a minute)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--runs", type=int, default=None, help="runs per sweep (default 200)")
-    p.add_argument("--models", nargs="*", default=None, help="architectures (default all)")
-    p.add_argument("--batch", type=int, default=128, help="batch size (the paper sizes: 128)")
+    p.add_argument("--runs", type=int, default=None, help="runs per sweep (default: 200)")
+    p.add_argument("--models", nargs="*", default=None, help="architectures (default: all)")
+    p.add_argument(
+        "--batch", type=int, default=32, help="batch size (the default profile trains at 32)"
+    )
     p.add_argument(
         "--memory", action="store_true", help="also peak RSS of fresh mmoe sweeps, S = 25..200"
     )
@@ -247,6 +429,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

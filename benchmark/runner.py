@@ -1,16 +1,19 @@
-"""Run experiments into a results folder, with progress, resume, shards and merging.
+"""Train cells into a results folder, with progress, resume, shards and merging.
 
 Layout of ``results/<profile>/``::
 
-    config.json                        the profile, every cell's identity; a rerun with a
-                                       different profile config is refused
-    chunks/<cell>/<start>.npz          raw arrays of runs start .. start + chunk - 1
-    <experiment>/<cell>.npz            the experiment's runs of each cell (assembled)
-    <experiment>/manifest.json         config, versions, git commit, hardware, timings
-    summary.json                       one record per (experiment, model, p, task)
+    cells/<key>.npz                  runs 0 .. n-1 of one run spec (committed for default)
+    chunks/<key>/<start>.npz         a training piece: runs start .. start + chunk - 1
+    lr/<key>.json                    a selected learning rate, when the spec has a rule
+    <experiment>/manifest.json       the experiment's cells (keys, series, x, runs), profile,
+                                     versions, git commit, hardware, timings
+    summary.json                     one record per (experiment, series, x, task)
 
-Every write goes to a temporary file first and is renamed into place, so an interrupted
-run leaves either a whole file or none; a rerun skips every chunk already on disk.
+``<key>`` is :meth:`benchmark.spec.RunSpec.key`, a hash of everything the runs' numbers
+depend on: a stored cell is reused only by an identical spec, and a cell file with fewer
+runs than asked for is extended, never retrained. Every file and piece records its spec,
+the git commit and the package versions. Every write goes to a temporary file first and
+is renamed into place, so an interruption leaves whole files only.
 """
 
 from __future__ import annotations
@@ -28,16 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .experiments import Cell, Experiment, Profile, experiments
+from .experiments import Cell, Experiment, Profile
+from .spec import LRSelect, RunSpec
 
 __all__ = [
     "ResultsError",
+    "Interrupted",
+    "Results",
+    "CellResult",
+    "Plan",
+    "plan",
     "run",
-    "load_cell",
     "load_experiment",
     "merge",
     "parse_shard",
-    "plan",
+    "stored_runs",
 ]
 
 ARRAY_KEYS = (
@@ -52,7 +60,18 @@ ARRAY_KEYS = (
 
 
 class ResultsError(ValueError):
-    """A results folder that is corrupt, incomplete or made with another config."""
+    """A results folder that is corrupt, incomplete or lacks what was asked for."""
+
+
+class Interrupted(Exception):  # noqa: N818 (it reports, it is not an error)
+    """Training was interrupted; ``saved`` chunks of this invocation are on disk."""
+
+    def __init__(self, saved: int, root: Path):
+        super().__init__(
+            f"interrupted: {saved} chunk(s) saved in {root} this time; rerun the same "
+            "command to resume"
+        )
+        self.saved, self.root = saved, root
 
 
 # ----------------------------------------------------------------------------- file I/O
@@ -85,11 +104,11 @@ def write_npz(path: Path, arrays: dict, meta: dict) -> None:
     _atomic_write(path, write)
 
 
-def read_npz(path: Path, expect_meta: dict | None = None) -> tuple[dict, dict]:
+def read_npz(path: Path, expect_key: str | None = None) -> tuple[dict, dict]:
     """Load an ``.npz`` written by :func:`write_npz` (``allow_pickle=False``).
 
     Raises ResultsError, naming the file and how to proceed, if it is unreadable, lacks an
-    array, or its ``meta`` disagrees with ``expect_meta``.
+    array, or holds another spec than ``expect_key``.
     """
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -103,182 +122,31 @@ def read_npz(path: Path, expect_meta: dict | None = None) -> tuple[dict, dict]:
             f"corrupt results file {path} ({type(e).__name__}: {e}); delete it and rerun "
             "`python -m benchmark run` to recompute that piece"
         ) from None
-    if expect_meta is not None:
-        for key, value in expect_meta.items():
-            if meta.get(key) != value:
-                raise ResultsError(
-                    f"results file {path} does not match this config ({key}: stored "
-                    f"{meta.get(key)!r}, expected {value!r}); delete it and rerun"
-                )
+    if expect_key is not None and meta.get("key") != expect_key:
+        raise ResultsError(
+            f"results file {path} holds spec {meta.get('key')!r}, not {expect_key!r}; "
+            "delete it and rerun"
+        )
     return arrays, meta
 
 
-# ----------------------------------------------------------------------------- planning
+def _cell_path(root: Path, key: str) -> Path:
+    return root / "cells" / f"{key}.npz"
 
 
-@dataclasses.dataclass(frozen=True)
-class Chunk:
-    """Runs ``start .. start + size - 1`` of one cell: the unit of work and of resume."""
-
-    cell: Cell
-    start: int
-    size: int
-
-    def path(self, root: Path, profile: Profile) -> Path:
-        return root / "chunks" / self.cell.key(profile) / f"{self.start:06d}.npz"
+def stored_runs(root: Path, key: str) -> int:
+    """How many runs of spec ``key`` the cell file in ``root`` holds (0 if none)."""
+    path = _cell_path(root, key)
+    if not path.exists():
+        return 0
+    return int(read_npz(path, key)[1]["n_runs"])
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)``."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard i/n needs n >= 1 and 0 <= i < n, got {text!r}")
-    return i, n
+# ----------------------------------------------------------------------------- provenance
 
 
-def plan(profile: Profile, names: list[str]) -> tuple[dict[str, Experiment], list[Chunk]]:
-    """The experiments asked for and every chunk they need, each chunk once."""
-    every = experiments(profile)
-    unknown = [n for n in names if n not in every]
-    if unknown:
-        raise ValueError(
-            f"unknown experiment {', '.join(unknown)}; known experiments: {', '.join(every)}"
-        )
-    chosen = {n: every[n] for n in names}
-    longest: dict[tuple, Cell] = {}
-    for exp in chosen.values():
-        for cell in exp.cells:
-            ident = (cell.model, cell.p)
-            if ident not in longest or cell.n_runs > longest[ident].n_runs:
-                longest[ident] = cell
-    chunks = []
-    for cell in longest.values():
-        for start in range(0, cell.n_runs, profile.chunk):
-            chunks.append(Chunk(cell, start, profile.chunk))
-    # Group by architecture so each compiled trainer is reused across correlations.
-    chunks.sort(key=lambda c: (c.cell.model.label(), c.start, c.cell.p))
-    return chosen, chunks
-
-
-def _config_record(profile: Profile) -> dict:
-    return {"profile": profile.to_dict()}
-
-
-def check_config(root: Path, profile: Profile) -> None:
-    """Refuse a results folder made with another profile config; create it otherwise."""
-    path = root / "config.json"
-    want = _config_record(profile)
-    if path.exists():
-        try:
-            have = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ResultsError(
-                f"corrupt config file {path}: {e}; delete it to start over"
-            ) from None
-        if have != want:
-            diff = sorted(
-                k
-                for k in set(have.get("profile", {})) | set(want["profile"])
-                if have.get("profile", {}).get(k) != want["profile"].get(k)
-            )
-            raise ResultsError(
-                f"{root} holds results of a different '{profile.name}' config (differs in: "
-                f"{', '.join(diff) or 'format'}). Results are never mixed: use --out with a "
-                f"new folder, or delete {root} to recompute"
-            )
-    else:
-        write_json(path, want)
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def _lr_for(cell: Cell, profile: Profile, root: Path, spec) -> float:
-    if profile.lr is not None:
-        return profile.lr
-    from .engine import select_lr
-
-    path = root / "lr" / f"{cell.key(profile)}.json"
-    if path.exists():
-        return float(json.loads(path.read_text())["lr"])
-    best, scores = select_lr(cell.p, model=cell.model, spec=spec, cfg=profile.train)
-    write_json(path, {"lr": best, "scores": {str(k): v for k, v in scores.items()}})
-    return best
-
-
-def _train_chunk(chunk: Chunk, profile: Profile, root: Path, spec) -> float:
-    from .engine import run_keys, train_many
-
-    lr = _lr_for(chunk.cell, profile, root, spec)
-    keys = run_keys(profile.seed, chunk.size, chunk.start)
-    out = train_many(keys, chunk.cell.p, lr, model=chunk.cell.model, spec=spec, cfg=profile.train)
-    wall = float(out.pop("wall_s"))
-    meta = {
-        "cell": chunk.cell.key(profile),
-        "model": chunk.cell.model.name,
-        "model_label": chunk.cell.model.label(),
-        "p": chunk.cell.p,
-        "start": chunk.start,
-        "size": chunk.size,
-        "lr": lr,
-        "wall_s": wall,
-    }
-    write_npz(chunk.path(root, profile), out, meta)
-    return wall
-
-
-def run(
-    profile: Profile,
-    names: list[str],
-    root: Path,
-    shard: tuple[int, int] = (0, 1),
-    progress: bool = True,
-) -> dict:
-    """Train every missing chunk of ``names`` (this shard's share), then assemble.
-
-    Returns a dict with ``trained`` and ``skipped`` chunk counts and ``assembled``
-    experiment names (an experiment is assembled once all its chunks exist).
-    """
-    from datagen import get_preset
-
-    chosen, chunks = plan(profile, names)
-    root.mkdir(parents=True, exist_ok=True)
-    check_config(root, profile)
-    i, n = shard
-    mine = [c for k, c in enumerate(chunks) if k % n == i]
-    todo = [c for c in mine if not c.path(root, profile).exists()]
-    skipped = len(mine) - len(todo)
-    spec = get_preset(profile.preset)
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(c.size for c in todo), unit="run", desc=f"{profile.name}")
-        if skipped:
-            bar.write(f"resuming: {skipped} finished chunks skipped")
-    t0 = time.perf_counter()
-    train_s = 0.0
-    for c in todo:
-        if bar is not None:
-            bar.set_postfix_str(f"{c.cell.model.label()} p={c.cell.p:.2f}")
-        train_s += _train_chunk(c, profile, root, spec)
-        if bar is not None:
-            bar.update(c.size)
-    if bar is not None:
-        bar.close()
-    assembled = assemble(profile, chosen, root, wall_s=time.perf_counter() - t0)
-    return {"trained": len(todo), "skipped": skipped, "assembled": assembled, "train_s": train_s}
-
-
-# ----------------------------------------------------------------------------- assembling
-
-
-def _versions() -> dict:
+def versions() -> dict:
+    """Versions of the packages the numbers depend on."""
     out = {}
     for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
         try:
@@ -288,18 +156,23 @@ def _versions() -> dict:
     return out
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checked-out commit, with ``+dirty`` if tracked files differ from it."""
+    here = Path(__file__).resolve().parent
     try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return res.stdout.strip() or None
+            cwd=here,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + ("+dirty" if dirty.strip() else "")) if head else None
 
 
 def _hardware() -> dict:
@@ -315,68 +188,387 @@ def _hardware() -> dict:
     }
 
 
-def _cell_arrays(cell: Cell, profile: Profile, root: Path) -> tuple[dict, float]:
-    """Concatenate the chunks of ``cell`` and keep its first ``n_runs`` runs."""
-    parts, wall = [], 0.0
-    for start in range(0, cell.n_runs, profile.chunk):
-        chunk = Chunk(cell, start, profile.chunk)
-        arrays, meta = read_npz(
-            chunk.path(root, profile), {"cell": cell.key(profile), "start": start}
-        )
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Runs ``start .. start + size - 1`` of one spec: the unit of work and of resume."""
+
+    spec: RunSpec
+    start: int
+    size: int
+
+    def path(self, root: Path) -> Path:
+        return root / "chunks" / self.spec.key() / f"{self.start:06d}.npz"
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a ``run`` needs: every cell once, at its largest run count, and the chunks.
+
+    Attributes:
+      experiments: the experiments asked for.
+      need: ``{key: (spec, runs)}``: every spec they use, with the most runs any asks for.
+      chunks: this shard's chunks that are not on disk yet.
+      skipped: this shard's chunks already on disk (interrupted work).
+      lr_runs: runs that learning-rate selection will train first.
+    """
+
+    experiments: list[Experiment]
+    need: dict[str, tuple[RunSpec, int]]
+    chunks: list[Chunk]
+    skipped: int
+    lr_runs: int
+
+    def counts(self) -> dict:
+        """``cells_to_train``, ``runs_to_train`` and ``run_steps_to_train`` (LR selection
+        included), for ``--dry-run``."""
+        runs = sum(c.size for c in self.chunks) + self.lr_runs
+        steps = sum(c.size * c.spec.train.steps for c in self.chunks)
+        steps += sum(self._lr_steps(s) for s in self._lr_specs())
+        return {
+            "cells_to_train": len({c.spec.key() for c in self.chunks}),
+            "runs_to_train": runs,
+            "run_steps_to_train": steps,
+            "chunks_to_train": len(self.chunks),
+            "chunks_on_disk": self.skipped,
+        }
+
+    def _lr_specs(self) -> list[RunSpec]:
+        seen = {}
+        for c in self.chunks:
+            if isinstance(c.spec.lr, LRSelect):
+                seen[c.spec.key()] = c.spec
+        return list(seen.values())
+
+    @staticmethod
+    def _lr_steps(spec: RunSpec) -> int:
+        return len(spec.lr.grid) * spec.lr.n_runs * spec.train.steps
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)``."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard i/n needs n >= 1 and 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def _cells(exp: Experiment, profile: Profile, models: list[str] | None) -> tuple[Cell, ...]:
+    cells = exp.cells(profile)
+    return tuple(c for c in cells if models is None or c.model.name in models)
+
+
+def plan(
+    profile: Profile,
+    experiments: list[Experiment],
+    root: Path,
+    shard: tuple[int, int] = (0, 1),
+    models: list[str] | None = None,
+) -> Plan:
+    """Every chunk that ``experiments`` (only ``models``' cells, if given) still need in
+    ``root``: stored cell files and chunks on disk count as done. Reads, never writes."""
+    need: dict[str, tuple[RunSpec, int]] = {}
+    for exp in experiments:
+        for cell in _cells(exp, profile, models):
+            have = need.get(cell.key)
+            if have is None or cell.n_runs > have[1]:
+                need[cell.key] = (cell.spec, cell.n_runs)
+    chunks = []
+    for key, (spec, n) in need.items():
+        for start in range(stored_runs(root, key), n, profile.chunk):
+            chunks.append(Chunk(spec, start, profile.chunk))
+    # Group by architecture so each compiled trainer is reused across correlations.
+    chunks.sort(key=lambda c: (c.spec.model.label(), c.spec.train.n_tasks, c.start, c.spec.key()))
+    i, n = shard
+    mine = [c for k, c in enumerate(chunks) if k % n == i]
+    todo = [c for c in mine if not c.path(root).exists()]
+    lr_runs = sum(
+        s.lr.n_runs * len(s.lr.grid)
+        for s in {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}.values()
+        if not (root / "lr" / f"{s.key()}.json").exists()
+    )
+    return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_runs)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _lr_for(spec: RunSpec, root: Path) -> float:
+    if not isinstance(spec.lr, LRSelect):
+        return spec.lr
+    from .engine import select_lr
+
+    path = root / "lr" / f"{spec.key()}.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["lr"])
+    rule = spec.lr
+    best, scores = select_lr(
+        spec.corr_array(),
+        model=spec.model,
+        spec=spec.task,
+        cfg=spec.train,
+        grid=rule.grid,
+        n_runs=rule.n_runs,
+        seed=rule.seed,
+    )
+    write_json(
+        path, {"key": spec.key(), "lr": best, "scores": {str(k): v for k, v in scores.items()}}
+    )
+    return best
+
+
+def _train_chunk(chunk: Chunk, root: Path) -> float:
+    from .engine import run_keys, train_many
+
+    spec = chunk.spec
+    lr = _lr_for(spec, root)
+    keys = run_keys(spec.seed, chunk.size, chunk.start)
+    out = train_many(keys, spec.corr_array(), lr, model=spec.model, spec=spec.task, cfg=spec.train)
+    wall = float(out.pop("wall_s"))
+    meta = {
+        "key": spec.key(),
+        "spec": spec.canonical(),
+        "start": chunk.start,
+        "size": chunk.size,
+        "lr": lr,
+        "wall_s": wall,
+        "git_commit": git_commit(),
+        "versions": versions(),
+    }
+    write_npz(chunk.path(root), out, meta)
+    return wall
+
+
+def run(
+    profile: Profile,
+    experiments: list[Experiment],
+    root: Path,
+    shard: tuple[int, int] = (0, 1),
+    models: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every missing chunk of ``experiments`` (this shard's share), then assemble.
+
+    Returns ``trained`` and ``skipped`` chunk counts, ``assembled`` experiment names (an
+    experiment is assembled once all its cells hold their runs) and ``train_s``. A
+    KeyboardInterrupt becomes :class:`Interrupted`, which says how many chunks were saved.
+    """
+    p = plan(profile, experiments, root, shard, models)
+    root.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress and p.chunks:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(c.size for c in p.chunks), unit="run", desc=profile.name)
+        if p.skipped:
+            bar.write(f"resuming: {p.skipped} finished chunks skipped")
+    t0 = time.perf_counter()
+    train_s, saved = 0.0, 0
+    try:
+        for c in p.chunks:
+            if bar is not None:
+                bar.set_postfix_str(f"{c.spec.model.label()} p={_corr_text(c.spec)}")
+            train_s += _train_chunk(c, root)
+            saved += 1
+            if bar is not None:
+                bar.update(c.size)
+    except KeyboardInterrupt:
+        raise Interrupted(saved, root) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    assembled = assemble(profile, p, root, wall_s=time.perf_counter() - t0, models=models)
+    return {
+        "trained": len(p.chunks),
+        "skipped": p.skipped,
+        "assembled": assembled,
+        "train_s": train_s,
+    }
+
+
+def _corr_text(spec: RunSpec) -> str:
+    return "R" if spec.is_matrix else f"{spec.corr:.2f}"
+
+
+# ----------------------------------------------------------------------------- assembling
+
+
+def _complete_cell(root: Path, profile: Profile, spec: RunSpec, n: int) -> bool:
+    """Write ``cells/<key>.npz`` with ``n`` runs from the stored cell and the chunks, if
+    they are all on disk; True if the cell file then holds at least ``n`` runs."""
+    key = spec.key()
+    have = stored_runs(root, key)
+    if have >= n:
+        return True
+    starts = list(range(have, n, profile.chunk))
+    if not all(Chunk(spec, s, profile.chunk).path(root).exists() for s in starts):
+        return False
+    parts, metas = [], []
+    if have:
+        arrays, meta = read_npz(_cell_path(root, key), key)
+        parts.append({k: arrays[k][:have] for k in ARRAY_KEYS})
+        metas.append(meta)
+    for s in starts:
+        arrays, meta = read_npz(Chunk(spec, s, profile.chunk).path(root), key)
         parts.append(arrays)
-        wall += meta["wall_s"] * min(1.0, (cell.n_runs - start) / profile.chunk)
-    arrays = {k: np.concatenate([p[k] for p in parts])[: cell.n_runs] for k in ARRAY_KEYS}
-    return arrays, wall
+        metas.append(meta)
+    arrays = {k: np.concatenate([p[k] for p in parts])[:n] for k in ARRAY_KEYS}
+    lrs = sorted({m["lr"] for m in metas})
+    if len(lrs) != 1:
+        raise ResultsError(f"the pieces of cell {key} in {root} disagree on the learning rate")
+    meta = {
+        "key": key,
+        "spec": spec.canonical(),
+        "n_runs": n,
+        "lr": lrs[0],
+        "train_wall_s": sum(m.get("wall_s", m.get("train_wall_s", 0.0)) for m in metas),
+        "git_commits": sorted({c for m in metas for c in _commits(m)}),
+        "versions": metas[-1].get("versions"),
+    }
+    write_npz(_cell_path(root, key), arrays, meta)
+    return True
 
 
-def assemble(profile: Profile, chosen: dict[str, Experiment], root: Path, wall_s: float) -> list:
-    """Write each complete experiment's per-cell arrays and manifest; return their names."""
-    done = []
-    for exp in chosen.values():
-        if not all(
-            Chunk(c, s, profile.chunk).path(root, profile).exists()
-            for c in exp.cells
-            for s in range(0, c.n_runs, profile.chunk)
-        ):
+def _commits(meta: dict) -> list:
+    if "git_commits" in meta:
+        return [c for c in meta["git_commits"] if c]
+    return [meta["git_commit"]] if meta.get("git_commit") else []
+
+
+def assemble(
+    profile: Profile, p: Plan, root: Path, wall_s: float, models: list[str] | None = None
+) -> list[str]:
+    """Complete every cell whose pieces are on disk; write the manifest of each experiment
+    whose cells are all complete. Returns the names of the experiments written."""
+    done_keys = {k for k, (spec, n) in p.need.items() if _complete_cell(root, profile, spec, n)}
+    written = []
+    for exp in p.experiments:
+        cells = exp.cells(profile)
+        if not all(c.key in done_keys or stored_runs(root, c.key) >= c.n_runs for c in cells):
             continue
-        cells, run_s = [], 0.0
-        for cell in exp.cells:
-            arrays, wall = _cell_arrays(cell, profile, root)
-            run_s += wall
-            meta = {
-                "experiment": exp.name,
-                "cell": cell.key(profile),
-                "model": cell.model.name,
-                "model_label": cell.model.label(),
-                "overrides": dict(cell.model.overrides),
-                "p": cell.p,
-                "n_runs": cell.n_runs,
-            }
-            fname = f"{cell.key(profile)}.npz"
-            write_npz(root / exp.name / fname, arrays, meta)
-            cells.append({**meta, "file": fname, "train_wall_s": wall})
+        records, run_s = [], 0.0
+        for c in cells:
+            _, meta = read_npz(_cell_path(root, c.key), c.key)
+            run_s += meta["train_wall_s"] * c.n_runs / meta["n_runs"]
+            records.append(_cell_record(c, meta))
         manifest = {
             "experiment": exp.name,
             "description": exp.description,
             "profile": profile.to_dict(),
             "eval_steps": profile.train.eval_steps().tolist(),
-            "cells": cells,
-            "versions": _versions(),
-            "git_commit": _git_commit(),
+            "cells": records,
+            "versions": versions(),
+            "git_commit": git_commit(),
             "hardware": _hardware(),
             "timings": {"train_wall_s_of_its_runs": run_s, "this_invocation_s": wall_s},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json(root / exp.name / "manifest.json", manifest)
-        done.append(exp.name)
-    return done
+        written.append(exp.name)
+    return written
+
+
+def _cell_record(cell: Cell, meta: dict) -> dict:
+    spec = cell.spec
+    return {
+        "key": cell.key,
+        "series": cell.series,
+        "model": spec.model.name,
+        "model_label": spec.model.label(),
+        "objective": spec.objective,
+        "x": cell.x,
+        "corr": spec.canonical()["corr"],
+        "n_tasks": spec.n_tasks,
+        "n_runs": cell.n_runs,
+        "lr": meta["lr"],
+        "train_wall_s": meta["train_wall_s"] * cell.n_runs / meta["n_runs"],
+    }
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def load_experiment(root: Path, name: str) -> tuple[dict, list[tuple[dict, dict]]]:
-    """``(manifest, [(cell_meta, arrays), ...])`` of an assembled experiment."""
+@dataclasses.dataclass
+class CellResult:
+    """One cell of an experiment: its manifest record and its arrays (runs first).
+
+    The diverged-run rule is applied on loading: a run whose test loss was ever non-finite
+    (``diverged``) has NaN in ``final`` and ``curves`` for every task, so every statistic
+    excludes it for all tasks at once and counts it as diverged.
+    """
+
+    meta: dict
+    arrays: dict
+
+    @property
+    def series(self) -> str:
+        return self.meta["series"]
+
+    @property
+    def x(self) -> float:
+        return float(self.meta["x"])
+
+    @property
+    def final(self) -> np.ndarray:
+        """(runs, K) final test MSE; NaN for diverged runs."""
+        return self.arrays["final"]
+
+
+@dataclasses.dataclass
+class Results:
+    """An experiment's stored results: its manifest and its cells."""
+
+    experiment: str
+    manifest: dict
+    cells: list[CellResult]
+
+    def series(self) -> list[str]:
+        """Series names in manifest order."""
+        return list(dict.fromkeys(c.series for c in self.cells))
+
+    def by_series(self) -> dict[str, dict[float, CellResult]]:
+        """``{series: {x: cell}}``."""
+        out: dict[str, dict[float, CellResult]] = {}
+        for c in self.cells:
+            out.setdefault(c.series, {})[round(c.x, 6)] = c
+        return out
+
+    def by_model(self) -> dict[str, dict[float, CellResult]]:
+        """``{registry name: {x: cell}}`` (for experiments with one config per model)."""
+        out: dict[str, dict[float, CellResult]] = {}
+        for c in self.cells:
+            out.setdefault(c.meta["model"], {})[round(c.x, 6)] = c
+        return out
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        return np.asarray(self.manifest["eval_steps"])
+
+    @property
+    def n_runs(self) -> int:
+        """The most runs of any cell (runs per point, for captions)."""
+        return max(c.meta["n_runs"] for c in self.cells)
+
+
+def _apply_divergence_rule(arrays: dict) -> dict:
+    bad = arrays["diverged"].astype(bool)
+    out = dict(arrays)
+    for k in ("final", "curves"):
+        a = arrays[k].astype(np.float64)
+        a[bad] = np.nan
+        out[k] = a
+    return out
+
+
+def load_experiment(root: Path, name: str) -> Results:
+    """The stored results of experiment ``name`` in ``root``."""
     path = root / name / "manifest.json"
     if not path.exists():
         raise ResultsError(
@@ -384,45 +576,61 @@ def load_experiment(root: Path, name: str) -> tuple[dict, list[tuple[dict, dict]
         )
     try:
         manifest = json.loads(path.read_text())
-        cells = manifest["cells"]
+        records = manifest["cells"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ResultsError(f"corrupt manifest {path}: {e}; delete it and rerun") from None
-    out = []
-    for cell in cells:
-        arrays, meta = read_npz(root / name / cell["file"], {"cell": cell["cell"]})
-        if arrays["final"].shape[0] != cell["n_runs"]:
+    cells = []
+    for rec in records:
+        arrays, _ = read_npz(_cell_path(root, rec["key"]), rec["key"])
+        n = rec["n_runs"]
+        if arrays["final"].shape[0] < n:
             raise ResultsError(
-                f"results file {root / name / cell['file']} holds {arrays['final'].shape[0]} "
-                f"runs, its manifest says {cell['n_runs']}; delete it and rerun"
+                f"results file {_cell_path(root, rec['key'])} holds {arrays['final'].shape[0]} "
+                f"runs, experiment '{name}' needs {n}; delete it and rerun"
             )
-        out.append((meta, arrays))
-    return manifest, out
+        arrays = _apply_divergence_rule({k: arrays[k][:n] for k in ARRAY_KEYS})
+        cells.append(CellResult(rec, arrays))
+    return Results(name, manifest, cells)
 
 
-def load_cell(root: Path, name: str, model: str, p: float) -> tuple[dict, dict]:
-    """One cell of an assembled experiment by registry name and correlation."""
-    _, cells = load_experiment(root, name)
-    for meta, arrays in cells:
-        if meta["model"] == model and abs(meta["p"] - p) < 1e-9:
-            return meta, arrays
-    raise ResultsError(f"experiment '{name}' in {root} has no cell {model} at p={p}")
+def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
+    """Keys in the stored manifest of ``exp`` that the current code would not produce."""
+    path = root / exp.name / "manifest.json"
+    if not path.exists():
+        return []
+    stored = {c["key"] for c in json.loads(path.read_text())["cells"]}
+    return sorted(stored - {c.key for c in exp.cells(profile)})
 
 
-def merge(sources: list[Path], dest: Path, profile: Profile, names: list[str]) -> dict:
-    """Combine the chunks of shard folders into ``dest`` and assemble what is complete."""
-    dest.mkdir(parents=True, exist_ok=True)
-    check_config(dest, profile)
-    copied = 0
+# ----------------------------------------------------------------------------- merging
+
+
+def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[Experiment]) -> dict:
+    """Combine the chunks, cells and learning rates of shard folders into ``dest`` and
+    assemble what is complete. Every source is checked before anything is written."""
+    pieces: list[tuple[Path, Path]] = []
     for src in sources:
-        if not (src / "config.json").exists():
-            raise ResultsError(f"{src} is not a results folder (no config.json)")
-        check_config(src, profile)
-        for f in sorted((src / "chunks").glob("*/*.npz")):
-            read_npz(f)  # refuse corrupt pieces before copying
-            target = dest / "chunks" / f.parent.name / f.name
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
-                copied += 1
-    chosen, _ = plan(profile, names)
-    return {"copied": copied, "assembled": assemble(profile, chosen, dest, wall_s=0.0)}
+        if not src.is_dir():
+            raise ResultsError(f"merge source {src} is not a folder")
+        found = sorted((src / "chunks").glob("*/*.npz")) + sorted((src / "cells").glob("*.npz"))
+        if not found:
+            raise ResultsError(f"merge source {src} holds no chunks or cells")
+        for f in found:
+            _, meta = read_npz(f)  # refuse corrupt pieces before writing anything
+            if meta.get("key") != (f.parent.name if f.parent.name != "cells" else f.stem):
+                raise ResultsError(f"{f} holds spec {meta.get('key')!r}: not a piece of this")
+            pieces.append((f, dest / f.relative_to(src)))
+        pieces += [(f, dest / f.relative_to(src)) for f in sorted((src / "lr").glob("*.json"))]
+    copied = 0
+    for f, target in pieces:
+        if target.exists() and not (target.parent.name == "cells" and _more_runs(f, target)):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+        copied += 1
+    p = plan(profile, experiments, dest)
+    return {"copied": copied, "assembled": assemble(profile, p, dest, wall_s=0.0)}
+
+
+def _more_runs(a: Path, b: Path) -> bool:
+    return read_npz(a)[1]["n_runs"] > read_npz(b)[1]["n_runs"]

@@ -3,6 +3,9 @@
 Every function here takes the final losses of independent training runs (one value per run;
 lower is better). Non-finite entries (NaN, +inf, -inf) are *diverged* runs: they are excluded
 from every statistic and confidence interval, and :func:`summarize` reports how many there were.
+This is the project's one rule for diverged runs; the runner marks a diverged run NaN for
+every task when it loads results, and paired statistics drop a run index that is non-finite
+in any of the paired arrays.
 
 Aggregate point estimate is the interquartile mean (IQM, the mean of the middle 50% of runs),
 with percentile-bootstrap confidence intervals, following Agarwal et al., "Deep Reinforcement
@@ -26,6 +29,12 @@ __all__ = [
     "prob_better_ci",
     "stratified_iqm_ci",
     "summarize",
+    "paired_bootstrap",
+    "mean_normal_ci",
+    "iqr_axis",
+    "quantile_axis",
+    "iqm_axis",
+    "gate_separation",
 ]
 
 NAN = float("nan")
@@ -73,6 +82,26 @@ def iqm(x: np.ndarray | Sequence[float]) -> float:
 
 def _iqm_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return scipy.stats.trim_mean(x, _TRIM, axis=axis)
+
+
+def iqm_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """IQM along ``axis`` (no NaN handling: for paired bootstraps of finite values)."""
+    return _iqm_axis(x, axis)
+
+
+def iqr_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Interquartile range (q75 - q25, linear interpolation) along ``axis``."""
+    q75, q25 = np.quantile(x, [0.75, 0.25], axis=axis)
+    return q75 - q25
+
+
+def quantile_axis(q: float):
+    """A statistic ``f(x, axis)``: the ``q``-quantile along ``axis``."""
+
+    def f(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.quantile(x, q, axis=axis)
+
+    return f
 
 
 def iqm_ci(
@@ -301,3 +330,77 @@ def summarize(
             "min": vmin,
         },
     }
+
+
+def paired_bootstrap(
+    statistic,
+    arrays: Sequence[np.ndarray],
+    seed: int = 0,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+) -> tuple[float, float, float]:
+    """Point estimate and percentile-bootstrap CI of a statistic of *paired* runs.
+
+    Run ``i`` of every array shares its key (task weights, data, initialisation seed), so
+    the bootstrap resamples run indices, the same indices for every array, which keeps the
+    pairing and removes the spread the runs share.
+
+    Args:
+        statistic: ``statistic(*arrays, axis) -> value`` computed along ``axis`` (the run
+            axis), vectorised: it is called once with arrays of shape ``(n,)`` (axis 0) for
+            the point and once with ``(n_boot, n)`` (axis 1) for the replicates.
+        arrays: each ``(n_runs,)``, paired by index. A run index that is non-finite in any
+            array is dropped from all (the diverged-run rule).
+        seed, n_boot, ci: as in :func:`iqm_ci`.
+
+    Returns:
+        ``(point, lo, hi)`` as Python floats; NaNs if fewer than 2 runs remain.
+    """
+    _check_ci(ci)
+    arrs = [np.asarray(a, dtype=np.float64).ravel() for a in arrays]
+    if len({a.size for a in arrs}) != 1:
+        raise ValueError(f"paired arrays need equal run counts, got {[a.size for a in arrs]}")
+    ok = np.all([np.isfinite(a) for a in arrs], axis=0)
+    arrs = [a[ok] for a in arrs]
+    n = int(ok.sum())
+    if n < 2:
+        return NAN, NAN, NAN
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a ratio of a 0 resample: NaN
+        point = float(statistic(*arrs, axis=0))
+        boot = np.asarray(statistic(*[a[idx] for a in arrs], axis=1), dtype=np.float64)
+    if not np.all(np.isfinite(boot)):
+        return point, NAN, NAN
+    lo, hi = _percentile_interval(boot, ci)
+    return point, lo, hi
+
+
+def mean_normal_ci(x: np.ndarray, axis: int = 0, z: float = 1.96):
+    """Mean over finite runs along ``axis`` and its normal-approximation interval.
+
+    Args:
+        x: e.g. ``(runs, n_evals)`` loss curves; non-finite entries are dropped.
+    Returns:
+        ``(mean, lo, hi)`` arrays of ``x``'s shape without ``axis``: mean ± z·s/√n.
+    """
+    x = np.where(np.isfinite(x), x, np.nan)
+    n = np.sum(np.isfinite(x), axis=axis)
+    mean = np.nanmean(x, axis=axis)
+    half = z * np.nanstd(x, axis=axis, ddof=1) / np.sqrt(np.maximum(n, 1))
+    return mean, mean - half, mean + half
+
+
+def gate_separation(gate_mean: np.ndarray) -> np.ndarray:
+    """How differently the tasks use the experts: mean over task pairs of the total variation
+    between their mean gate weights, ``½ Σ_e |ḡ^a_e − ḡ^b_e|``.
+
+    Args:
+        gate_mean: ``(runs, K, E)`` each task's mean gate weight per expert.
+    Returns:
+        ``(runs,)`` in [0, 1]: 0 = every task weighs the experts alike.
+    """
+    g = np.asarray(gate_mean, dtype=np.float64)
+    k = g.shape[1]
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    tv = [0.5 * np.abs(g[:, a] - g[:, b]).sum(-1) for a, b in pairs]
+    return np.mean(tv, axis=0)

@@ -1,0 +1,35 @@
+"""Pieces the experiment files share (not an experiment: no registration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import plots, stats
+from ..runner import Results
+
+BAND = "band: 95% normal CI of the mean over runs"
+
+
+def curve_rows(res: Results, cells, task: int = 0):
+    """``[(label, color, mean, lo, hi)]`` and CSV rows of the mean test-loss curve of
+    ``task`` for each ``(label, color, cell)`` of ``cells``."""
+    steps = res.eval_steps
+    series, rows = [], []
+    for label, c, cell in cells:
+        mean, lo, hi = stats.mean_normal_ci(cell.arrays["curves"][:, :, task])
+        series.append((label, c, mean, lo, hi))
+        rows += [
+            [cell.series, label, int(s), m, a, b]
+            for s, m, a, b in zip(steps, mean, lo, hi, strict=True)
+        ]
+    return series, rows
+
+
+def write_curves(path: Path, rows) -> None:
+    plots.write_csv(path, ["series", "label", "step", "mean", "ci_lo", "ci_hi"], rows)
+
+
+def all_finite(*arrays) -> np.ndarray:
+    return np.concatenate([a[np.isfinite(a)] for a in arrays])
