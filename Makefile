@@ -4,9 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
+# Each profile keeps its own figures: figures/ holds the default profile's only.
+FIGDIR := $(if $(filter default,$(PROFILE)),figures,results/$(PROFILE)/figures)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test reproduce figures lint format bench clean
+.PHONY: install test reproduce figures report dry-run list lint format bench clean
 
 install: $(STAMP)
 
@@ -27,15 +29,25 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-reproduce: $(STAMP)  ## regenerate every figure (about 40 min on 2 cores; resumes if interrupted)
-	$(PY) -m datagen corr-curve --preset kdd18 --figure figures
-	$(PY) -m benchmark run all --profile $(PROFILE) --figures figures
-	$(PY) -m benchmark report --results results/$(PROFILE) > results/$(PROFILE)/report.md
-	@echo "report: results/$(PROFILE)/report.md"
+reproduce: $(STAMP)  ## train every experiment of `run all` (resumes), then figures and report
+	$(PY) -m datagen corr-curve --preset kdd18 --figure $(FIGDIR)
+	$(PY) -m benchmark run all --profile $(PROFILE)
+	$(PY) -m benchmark report --profile $(PROFILE) > results/$(PROFILE)/report.md.part
+	mv results/$(PROFILE)/report.md.part results/$(PROFILE)/report.md
+	@echo "report: results/$(PROFILE)/report.md; figures: $(FIGDIR)"
 
 figures: $(STAMP)  ## redraw every figure from stored numbers, without training
-	$(PY) -m datagen figure --figures figures
-	$(PY) -m benchmark figures --results results/$(PROFILE) --out figures
+	$(PY) -m datagen figure --figures $(FIGDIR)
+	$(PY) -m benchmark figures --profile $(PROFILE)
+
+report: $(STAMP)  ## the claims' verdicts and every cell, as markdown, from stored numbers
+	$(PY) -m benchmark report --profile $(PROFILE)
+
+dry-run: $(STAMP)  ## what `make reproduce` would train, without training
+	$(PY) -m benchmark run all --profile $(PROFILE) --dry-run
+
+list: $(STAMP)  ## architectures, experiments and profiles
+	$(PY) -m benchmark list
 
 BENCH_JSON ?= figures/bench_batch128.json
 bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; writes $(BENCH_JSON))

@@ -1,122 +1,323 @@
-"""End to end: the smoke profile runs every experiment; figures, report, summary, resume,
-shards, config mismatch and corrupt files."""
+"""End to end: the smoke profile runs every experiment; cells reused by spec, extending
+without retraining, dry runs, figures, report, summary, resume, interrupts, shards, merge,
+K = 3 tasks, and the command line's errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import numpy as np
 import pytest
 
-from benchmark import cli
-from benchmark.engine import default_group
-from benchmark.experiments import PLE_CORRS, experiments, get_profile
-from benchmark.report import EXPERIMENTS, build_summary, check_claims
-from benchmark.runner import (
-    ResultsError,
-    load_cell,
-    load_experiment,
-    merge,
-    parse_shard,
-    plan,
-    run,
-)
+from benchmark import cli, experiments, models, runner
+from benchmark.experiments import PLE_CORRS, get_profile
+from benchmark.report import build_summary, check_claims
+from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
 
 SMOKE = get_profile("smoke")
-ALL = list(EXPERIMENTS)
+DEFAULT = get_profile("default")
+ALL = experiments.names(only_all=True)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _exps(names):
+    return [experiments.get(n) for n in names]
+
+
+def _every():
+    return _exps(experiments.names())
 
 
 @pytest.fixture(scope="module")
 def smoke_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results") / "smoke"
-    res = run(SMOKE, ALL, root, progress=False)
+    res = run(SMOKE, _exps(ALL), root, progress=False)
     assert res["skipped"] == 0 and res["trained"] > 0
     assert sorted(res["assembled"]) == sorted(ALL)
     return root
 
 
+@pytest.fixture
+def new_arch():
+    """A new architecture, as one new file in benchmark/models/ would register it."""
+    name = "test_new_arch"
+
+    @models.register(name, description="a test architecture", paper="none", label="New")
+    class New(nn.Module):
+        n_tasks: int = 2
+        units: int = 4
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(self.n_tasks)(nn.relu(nn.Dense(self.units)(x))), None
+
+    yield name
+    models._REGISTRY.pop(name, None)
+
+
 def test_every_experiment_has_its_cells(smoke_root):
-    exps = experiments(SMOKE)
     for name in ALL:
-        manifest, cells = load_experiment(smoke_root, name)
-        assert len(cells) == len(exps[name].cells)
+        res = load_experiment(smoke_root, name)
+        cells = experiments.get(name).cells(SMOKE)
+        assert [c.meta["key"] for c in res.cells] == [c.key for c in cells]
         for key in ("profile", "versions", "git_commit", "hardware", "timings", "eval_steps"):
-            assert key in manifest
-        for meta, arrays in cells:
-            n = meta["n_runs"]
-            assert arrays["curves"].shape == (n, SMOKE.train.n_evals, 2)
-            assert arrays["final"].shape == (n, 2)
-            assert arrays["diverged"].shape == (n,)
-            np.testing.assert_array_equal(arrays["final"], arrays["curves"][:, -1])
+            assert key in res.manifest
+        for cell in res.cells:
+            n = cell.meta["n_runs"]
+            assert cell.arrays["curves"].shape == (n, SMOKE.train.n_evals, 2)
+            assert cell.final.shape == (n, 2) and cell.arrays["diverged"].shape == (n,)
+            np.testing.assert_array_equal(cell.final, cell.arrays["curves"][:, -1])
 
 
-def test_shared_cells_are_the_same_runs(smoke_root):
-    # mtl_gain's Shared-Bottom at p=0.5 is fig4's first runs: trained once, served twice.
-    _, a = load_cell(smoke_root, "fig4", "shared_bottom", 0.5)
-    _, b = load_cell(smoke_root, "mtl_gain", "shared_bottom", 0.5)
-    n = b["final"].shape[0]
-    np.testing.assert_array_equal(a["final"][:n], b["final"])
-    # relatedness contains the fig4 and mtl_gain correlations.
+def test_a_cell_shared_by_experiments_is_trained_once(smoke_root):
+    # mtl_gain's Shared-Bottom at p=0.5 is fig4's: one spec, one file, the first runs.
+    a = load_experiment(smoke_root, "fig4").by_model()["shared_bottom"][0.5]
+    b = load_experiment(smoke_root, "mtl_gain").by_model()["shared_bottom"][0.5]
+    assert a.meta["key"] == b.meta["key"]
+    n = b.final.shape[0]
+    np.testing.assert_array_equal(a.final[:n], b.final)
+    keys = {c.key for e in _exps(ALL) for c in e.cells(SMOKE)}
+    assert {f.stem for f in (smoke_root / "cells").glob("*.npz")} == keys
     assert {0.5, 0.9, 1.0} | set(PLE_CORRS) <= set(SMOKE.correlations)
 
 
-def test_resume_skips_finished_pieces(smoke_root):
-    res = run(SMOKE, ALL, smoke_root, progress=False)
+def test_cell_files_record_spec_commit_and_versions(smoke_root):
+    f = next((smoke_root / "cells").glob("*.npz"))
+    _, meta = runner.read_npz(f)
+    assert meta["key"] == f.stem
+    assert set(meta["spec"]) == {"model", "task", "corr", "train", "lr", "objective", "seed",
+                                 "numerics"}  # fmt: skip
+    assert meta["versions"]["jax"] and meta["git_commits"]
+    chunk = next((smoke_root / "chunks").glob("*/*.npz"))
+    _, cmeta = runner.read_npz(chunk)
+    assert cmeta["spec"] == runner.read_npz(smoke_root / "cells" / f"{cmeta['key']}.npz")[1]["spec"]
+    assert "git_commit" in cmeta and cmeta["versions"]["numpy"]
+
+
+def test_rerun_trains_nothing(smoke_root):
+    assert plan(SMOKE, _exps(ALL), smoke_root).counts()["runs_to_train"] == 0
+    res = run(SMOKE, _exps(ALL), smoke_root, progress=False)
     assert res["trained"] == 0
-    _, chunks = plan(SMOKE, ALL)
-    assert res["skipped"] == len(chunks)
+
+
+def test_cells_count_as_finished_work_without_chunks(tmp_path, smoke_root):
+    # A clone has the committed cell files but no training chunks.
+    root = tmp_path / "clone"
+    shutil.copytree(smoke_root, root, ignore=shutil.ignore_patterns("chunks"))
+    assert plan(SMOKE, _exps(ALL), root).counts()["runs_to_train"] == 0
 
 
 def test_resume_after_interruption(tmp_path, smoke_root):
     root = tmp_path / "r"
-    run(SMOKE, ["fig3"], root, progress=False)
+    run(SMOKE, _exps(["fig3"]), root, progress=False)
+    shutil.rmtree(root / "cells")  # as if killed before any cell was complete
     chunk_files = sorted((root / "chunks").glob("*/*.npz"))
     before = {f: f.read_bytes() for f in chunk_files}
-    victim = chunk_files[0]
-    victim.unlink()  # as if the run had been killed before this piece was written
-    res = run(SMOKE, ["fig3"], root, progress=False)
+    chunk_files[0].unlink()
+    res = run(SMOKE, _exps(["fig3"]), root, progress=False)
     assert res["trained"] == 1 and res["skipped"] == len(chunk_files) - 1
-    _, a = load_cell(root, "fig3", "shared_bottom", 0.5)
-    _, b = load_cell(smoke_root, "fig3", "shared_bottom", 0.5)
-    np.testing.assert_allclose(a["final"], b["final"], rtol=1e-5)
+    a = load_experiment(root, "fig3").by_series()
+    b = load_experiment(smoke_root, "fig3").by_series()
+    for series, by_x in a.items():
+        for x, cell in by_x.items():
+            np.testing.assert_allclose(cell.final, b[series][x].final, rtol=1e-5)
     for f in chunk_files[1:]:
         assert f.read_bytes() == before[f]
 
 
-def test_config_mismatch_is_refused(tmp_path):
+def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
-    run(SMOKE, ["fig3"], root, progress=False)
-    other = get_profile("smoke")
-    import dataclasses
+    calls = {"n": 0}
+    real = runner._train_chunk
 
-    other = dataclasses.replace(other, lr=1e-2)
-    with pytest.raises(ResultsError, match=r"different 'smoke' config.*lr.*--out"):
-        run(other, ["fig3"], root, progress=False)
+    def flaky(chunk, root_):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(chunk, root_)
+
+    monkeypatch.setattr(runner, "_train_chunk", flaky)
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 chunk(s) saved" in err and "resume" in err
+    monkeypatch.setattr(runner, "_train_chunk", real)
+    res = run(SMOKE, _exps(["fig3"]), root, progress=False)
+    assert res["skipped"] == 1 and res["assembled"] == ["fig3"]
 
 
-def test_corrupt_file_gets_clear_error(tmp_path):
+def test_more_runs_extend_a_cell_without_retraining(tmp_path, smoke_root):
     root = tmp_path / "r"
-    run(SMOKE, ["fig3"], root, progress=False)
-    f = sorted((root / "fig3").glob("*.npz"))[0]
-    f.write_bytes(b"not an npz at all")
-    with pytest.raises(ResultsError, match=r"corrupt results file .*delete it and rerun"):
-        load_experiment(root, "fig3")
-    assert cli.main(["figures", "--results", str(root), "--out", str(tmp_path / "f")]) == 2
+    shutil.copytree(smoke_root, root, ignore=shutil.ignore_patterns("chunks"))
+    bigger = dataclasses.replace(SMOKE, paper_runs=SMOKE.paper_runs + SMOKE.chunk)
+    counts = plan(bigger, _exps(["fig3"]), root).counts()
+    assert counts["runs_to_train"] == 3 * SMOKE.chunk  # one chunk per cell, nothing redone
+    run(bigger, _exps(["fig3"]), root, progress=False)
+    old, new = load_experiment(smoke_root, "fig3"), load_experiment(root, "fig3")
+    for a, b in zip(old.cells, new.cells, strict=True):
+        assert b.final.shape[0] == bigger.paper_runs
+        np.testing.assert_array_equal(a.final, b.final[: SMOKE.paper_runs])
 
 
-def test_truncated_chunk_gets_clear_error(tmp_path):
+def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch, capsys):
     root = tmp_path / "r"
-    run(SMOKE, ["fig3"], root, progress=False)
-    f = sorted((root / "chunks").glob("*/*.npz"))[0]
-    f.write_bytes(f.read_bytes()[:100])
-    with pytest.raises(ResultsError, match="corrupt results file"):
-        run(SMOKE, ["fig3"], root, progress=False)
+    shutil.copytree(smoke_root, root, ignore=shutil.ignore_patterns("chunks"))
+    counts = plan(SMOKE, _exps(ALL), root).counts()
+    n_corr = len(SMOKE.correlations)
+    assert counts["cells_to_train"] == n_corr
+    assert counts["runs_to_train"] == n_corr * SMOKE.sweep_runs
+    assert counts["run_steps_to_train"] == n_corr * SMOKE.sweep_runs * SMOKE.train.steps
+    # Figures name the registered architecture that has no results yet.
+    figs = tmp_path / "f"
+    assert cli.main(["figures", "--profile", "smoke", "--results", str(root), "--figures",
+                     str(figs)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"no results yet for {new_arch}" in err and f"--models {new_arch}" in err
+    argv = ["run", "relatedness", "--profile", "smoke", "--out", str(root), "--models", new_arch]
+    assert cli.main(argv + ["--no-progress", "--figures", str(figs)]) == 0
+    assert f"trained {n_corr} chunks" in capsys.readouterr().out
+    res = load_experiment(root, "relatedness")
+    assert {c.series for c in res.cells if c.meta["model"] == new_arch} == {"New"}
+    assert "New" in (figs / "relatedness.csv").read_text()
+    assert plan(SMOKE, _exps(ALL), root).counts()["runs_to_train"] == 0
+
+
+def test_default_dry_run_on_the_committed_results(new_arch, capsys):
+    root = REPO / "results" / "default"
+    assert cli.main(["run", "all", "--dry-run", "--json", "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    counts = json.loads(out)
+    n = len(DEFAULT.correlations) * DEFAULT.sweep_runs  # 12 correlations x 20 runs
+    assert counts["runs_to_train"] == n and counts["cells_to_train"] == len(DEFAULT.correlations)
+    assert counts["run_steps_to_train"] == n * DEFAULT.train.steps
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    root = tmp_path / "fresh"
+    assert cli.main(["run", "--profile", "smoke", "--out", str(root), "--dry-run"]) == 0
+    assert not root.exists()
+
+
+def test_editing_a_preset_constant_plans_every_affected_cell(monkeypatch):
+    import datagen.presets
+
+    root = REPO / "results" / "default"
+    exps = _exps(ALL)
+    assert plan(DEFAULT, exps, root).counts()["runs_to_train"] == 0
+    spec = datagen.presets.PRESETS["kdd18"]
+    edited = spec.replace(alpha=(spec.alpha[0] + 1e-4,) + spec.alpha[1:])
+    monkeypatch.setitem(datagen.presets.PRESETS, "kdd18", edited)
+    p = plan(DEFAULT, exps, root)
+    assert len(p.need) == len({c.key for e in exps for c in e.cells(DEFAULT)})
+    assert p.counts()["runs_to_train"] == sum(n for _, n in p.need.values())
+    # The preset's name is a label only: renaming it changes nothing.
+    monkeypatch.setitem(datagen.presets.PRESETS, "kdd18", spec.replace(name="renamed"))
+    assert plan(DEFAULT, exps, root).counts()["runs_to_train"] == 0
+
+
+def test_the_committed_default_results_load(tmp_path):
+    root = REPO / "results" / "default"
+    for name in ALL:
+        res = load_experiment(root, name)
+        assert res.cells and all(c.final.shape[1] == 2 for c in res.cells)
+    fig4 = load_experiment(root, "fig4")
+    assert all(c.meta["n_runs"] == 200 for c in fig4.cells)
+    written = cli.draw(root, tmp_path, _exps(["relatedness"]))
+    assert [p.name for p in written] == ["relatedness.png"]
+    stored = (REPO / "figures" / "relatedness.csv").read_text()
+    assert (tmp_path / "relatedness.csv").read_text() == stored
+
+
+def test_three_tasks_end_to_end(tmp_path):
+    root = tmp_path / "k3"
+    res = run(SMOKE, _exps(["three_tasks"]), root, progress=False)
+    assert res["assembled"] == ["three_tasks"]
+    loaded = load_experiment(root, "three_tasks")
+    for cell in loaded.cells:
+        assert cell.final.shape == (SMOKE.sweep_runs, 3)
+        assert cell.meta["n_tasks"] == 3 and len(cell.meta["corr"]) == 3
+    records = build_summary(root, _exps(["three_tasks"]))
+    assert {r["task"] for r in records} == {1, 2, 3}
+    written = cli.draw(root, tmp_path / "f", _exps(["three_tasks"]))
+    assert (tmp_path / "f" / "three_tasks.csv").read_text().count("\n") > 3
+    assert written[0].stat().st_size > 10_000
+
+
+def test_diverged_runs_are_excluded_for_every_task(tmp_path, smoke_root):
+    root = tmp_path / "r"
+    shutil.copytree(smoke_root, root, ignore=shutil.ignore_patterns("chunks"))
+    cell = load_experiment(root, "fig3").cells[0]
+    path = root / "cells" / f"{cell.meta['key']}.npz"
+    arrays, meta = runner.read_npz(path)
+    arrays["diverged"][0] = True  # finite losses, but the run diverged at some step
+    runner.write_npz(path, arrays, meta)
+    loaded = load_experiment(root, "fig3").cells[0]
+    assert np.isnan(loaded.final[0]).all() and np.isfinite(loaded.final[1:]).all()
+    records = [r for r in build_summary(root, _exps(["fig3"])) if r["x"] == cell.x]
+    assert [r["n_diverged"] for r in records] == [1, 1]
+
+
+def test_summary_schema(smoke_root):
+    records = build_summary(smoke_root, _every())
+    keys = {"mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min"}
+    seen = set()
+    for r in records:
+        assert set(r) == {"experiment", "series", "model", "objective", "x", "corr", "task",
+                          "n_runs", "n_diverged", "final_loss"}  # fmt: skip
+        assert r["experiment"] in ALL and r["task"] in (1, 2) and r["objective"] == "equal"
+        assert set(r["final_loss"]) == keys
+        assert isinstance(r["n_runs"], int) and r["n_runs"] > 0
+        assert 0 <= r["n_diverged"] <= r["n_runs"]
+        f = r["final_loss"]
+        assert f["min"] <= f["q10"] <= f["median"] <= f["q90"]
+        seen.add((r["experiment"], r["series"], r["x"], r["task"]))
+    assert len(seen) == len(records)
+    assert ("fig3", "Shared-Bottom (bottom_units=16)", 0.5, 1) in seen
+
+
+def test_cli_figures_and_report(smoke_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default folders are relative to the working directory
+    (tmp_path / "results").mkdir()
+    shutil.copytree(smoke_root, tmp_path / "results" / "smoke")
+    assert cli.main(["figures", "--profile", "smoke"]) == 0
+    figs = tmp_path / "results" / "smoke" / "figures"  # not figures/: that is default's
+    assert not (tmp_path / "figures").exists()
+    for name in ("fig3_shared_bottom", "fig4_models", "fig5_histograms", "relatedness",
+                 "mtl_gain", "gates"):  # fmt: skip
+        assert (figs / f"{name}.png").stat().st_size > 10_000
+        assert (figs / f"{name}.csv").read_text().count("\n") > 2
+    capsys.readouterr()
+    assert cli.main(["report", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "| experiment | series |" in out and "| claim | source |" in out
+    claims = check_claims(tmp_path / "results" / "smoke", _every())
+    declared = [c.name for e in _exps(ALL) for c in e.claims]
+    assert [c["claim"] for c in claims] == declared and len(declared) >= 10
+    for c in claims:
+        assert isinstance(c["holds"], bool) and c["evidence"] and c["rule"]
+
+
+def test_cli_list_json(capsys):
+    assert cli.main(["list", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"architectures", "experiments", "objectives", "profiles"}
+    assert list(out["experiments"]) == experiments.names()
+    assert [n for n, e in out["experiments"].items() if e["in_all"]] == ALL
+    assert list(out["architectures"]) == models.names()
+    for info in out["architectures"].values():
+        assert set(info) == {"params", "label", "description", "paper"}
+        assert isinstance(info["params"], int) and info["params"] > 0
+    assert out["objectives"] == ["equal"]
 
 
 def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
@@ -125,20 +326,48 @@ def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)
     a, b = tmp_path / "a", tmp_path / "b"
-    ra = run(SMOKE, ["fig3"], a, shard=(0, 2), progress=False)
-    rb = run(SMOKE, ["fig3"], b, shard=(1, 2), progress=False)
+    ra = run(SMOKE, _exps(["fig3"]), a, shard=(0, 2), progress=False)
+    rb = run(SMOKE, _exps(["fig3"]), b, shard=(1, 2), progress=False)
     assert ra["trained"] > 0 and rb["trained"] > 0
     assert ra["assembled"] == [] and rb["assembled"] == []
-    res = merge([a, b], tmp_path / "m", SMOKE, ["fig3"])
+    res = merge([a, b], tmp_path / "m", SMOKE, _exps(["fig3"]))
     assert res["assembled"] == ["fig3"]
-    for p in (0.5, 0.9, 1.0):
-        _, x = load_cell(tmp_path / "m", "fig3", "shared_bottom", p)
-        _, y = load_cell(smoke_root, "fig3", "shared_bottom", p)
-        np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
+    _assert_same_fig3(tmp_path / "m", smoke_root)
+
+
+def _assert_same_fig3(root, reference):
+    got, want = load_experiment(root, "fig3").cells, load_experiment(reference, "fig3").cells
+    for x, y in zip(got, want, strict=True):
+        assert x.meta["key"] == y.meta["key"]
+        np.testing.assert_allclose(x.final, y.final, rtol=1e-5)
+
+
+def test_a_failed_merge_writes_nothing(tmp_path, smoke_root, capsys):
+    dest = tmp_path / "m"
+    bad = tmp_path / "bad"
+    (bad / "chunks" / "x").mkdir(parents=True)
+    (bad / "chunks" / "x" / "000000.npz").write_bytes(b"garbage")
+    argv = ["merge", str(smoke_root), str(bad), "--out", str(dest), "--profile", "smoke"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt results file" in err
+    assert not dest.exists()
+    assert cli.main(["merge", str(tmp_path / "missing"), "--out", str(dest)]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not dest.exists()
+
+
+def test_corrupt_file_gets_clear_error(tmp_path, smoke_root):
+    root = tmp_path / "r"
+    shutil.copytree(smoke_root, root)
+    key = load_experiment(root, "fig3").cells[0].meta["key"]
+    (root / "cells" / f"{key}.npz").write_bytes(b"not an npz at all")
+    with pytest.raises(ResultsError, match=r"corrupt results file .*delete it and rerun"):
+        load_experiment(root, "fig3")
+    argv = ["figures", "--profile", "smoke", "--results", str(root)]
+    assert cli.main(argv + ["--figures", str(tmp_path / "f")]) == 2
 
 
 CLUSTER_VARS = ("SLURM_", "OMPI_", "PMI_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli_env() -> dict:
@@ -194,80 +423,18 @@ def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
         assert "this shard is done" in log
     shard_dirs = [tmp_path / f"s{i}" for i in range(2)]
     assert all(any((d / "chunks").glob("*/*.npz")) for d in shard_dirs)
-    res = merge(shard_dirs, tmp_path / "m", SMOKE, ["fig3"])
+    res = merge(shard_dirs, tmp_path / "m", SMOKE, _exps(["fig3"]))
     assert res["assembled"] == ["fig3"]
-    for p in (0.5, 0.9, 1.0):
-        _, x = load_cell(tmp_path / "m", "fig3", "shared_bottom", p)
-        _, y = load_cell(smoke_root, "fig3", "shared_bottom", p)
-        np.testing.assert_allclose(x["final"], y["final"], rtol=1e-5)
-
-
-def test_summary_schema(smoke_root):
-    records = build_summary(smoke_root)
-    keys = {"mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min"}
-    assert records
-    seen = set()
-    for r in records:
-        assert set(r) == {
-            "experiment",
-            "model",
-            "correlation",
-            "task",
-            "n_runs",
-            "n_diverged",
-            "final_loss",
-        }
-        assert r["experiment"] in EXPERIMENTS and r["task"] in (1, 2)
-        assert set(r["final_loss"]) == keys
-        assert len(r["final_loss"]["iqm_ci"]) == 2
-        assert isinstance(r["n_runs"], int) and r["n_runs"] > 0
-        assert 0 <= r["n_diverged"] <= r["n_runs"]
-        f = r["final_loss"]
-        assert f["min"] <= f["q10"] <= f["median"] <= f["q90"]
-        seen.add((r["experiment"], r["model"], r["correlation"], r["task"]))
-    assert len(seen) == len(records)
-    assert ("fig3", "shared_bottom", 0.5, 1) in seen
-
-
-def test_cli_run_figures_report(smoke_root, tmp_path, capsys):
-    figs = tmp_path / "figs"
-    assert cli.main(["figures", "--results", str(smoke_root), "--out", str(figs)]) == 0
-    for name in (
-        "fig3_shared_bottom",
-        "fig4_models",
-        "fig5_histograms",
-        "relatedness",
-        "mtl_gain",
-        "gates",
-    ):
-        assert (figs / f"{name}.png").stat().st_size > 10_000
-        assert (figs / f"{name}.csv").read_text().count("\n") > 2
-    summary = json.loads((smoke_root / "summary.json").read_text())
-    assert isinstance(summary, list) and summary
-    capsys.readouterr()
-    assert cli.main(["report", "--results", str(smoke_root)]) == 0
-    out = capsys.readouterr().out
-    assert "| experiment | model |" in out and "claim" in out
-    claims = check_claims(smoke_root)
-    assert len(claims) >= 8
-    assert all(c["holds"] in (True, False, None) for c in claims)
-
-
-def test_cli_list_json(capsys):
-    assert cli.main(["list", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"architectures", "experiments"}
-    assert out["experiments"] == ALL
-    for info in out["architectures"].values():
-        assert set(info) == {"params", "description", "paper"}
-        assert isinstance(info["params"], int) and info["params"] > 0
+    _assert_same_fig3(tmp_path / "m", smoke_root)
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["run", "nope", "--profile", "smoke"], "unknown experiment nope; known experiments"),
-        (["run", "fig3", "--profile", "huge"], "unknown profile 'huge'"),
+        (["run", "fig3", "--profile", "huge"], "unknown profile 'huge' for --profile"),
+        (["run", "fig3", "--profile", "smoke", "--models", "nope"], "--models: unknown"),
+        (["run", "fig3", "--profile", "smoke", "--json"], "--json goes with --dry-run"),
         (["run", "fig3", "--profile", "smoke", "--shard", "2/2"], "--shard"),
         (["run", "fig3", "--profile", "smoke", "--distributed", "--shard", "0/2"], "drop --shard"),
         (
@@ -284,17 +451,33 @@ def test_cli_list_json(capsys):
             "--process-id must be in [0, --num-processes)",
         ),
         (["figures", "--results", "/nonexistent/results"], "no results folder"),
+        (["figures", "--profile", "huge"], "unknown profile 'huge' for --profile"),
+        (["report", "--results", "/nonexistent/results"], "no stored experiments"),
         (["bench", "--models", "nope"], "unknown architecture 'nope'"),
         (["bench", "--runs", "0"], "--runs must be a positive integer"),
         (["bench", "--groups", "0"], "--groups takes positive integers or 'all', got '0'"),
         (["bench", "--groups", "some"], "--groups takes positive integers or 'all'"),
     ],
 )
-def test_cli_errors(argv, message, capsys):
+def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # a failed command writes nothing
+
+
+def test_every_option_shows_its_default_in_help():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest in ("help",) or not action.option_strings:
+                continue
+            assert action.help, f"{name} {action.option_strings} has no description"
+        text = p.format_help()
+        assert "(default:" in text, name
 
 
 def test_distributed_outside_a_cluster_says_what_to_pass():
@@ -308,7 +491,6 @@ def test_distributed_outside_a_cluster_says_what_to_pass():
     assert len(err) == 1, res.stderr[-2000:]
     assert err[0].startswith("error: --distributed: jax.distributed.initialize failed")
     assert "pass --coordinator host:port, --num-processes and --process-id" in err[0]
-    assert "before any JAX" not in err[0]
 
 
 def test_profiles_are_consistent():
@@ -316,56 +498,8 @@ def test_profiles_are_consistent():
         prof = get_profile(name)
         assert {0.5, 0.9, 1.0} | set(PLE_CORRS) <= set(prof.correlations)
         assert len(prof.correlations) >= 7
-    default = get_profile("default")
-    assert default.paper_runs == 200
-    assert len(default.correlations) >= 11 and min(default.correlations) == 0.0
-    assert math.isclose(max(default.correlations), 1.0)
+    assert DEFAULT.paper_runs == 200
+    assert len(DEFAULT.correlations) >= 11 and min(DEFAULT.correlations) == 0.0
+    assert math.isclose(max(DEFAULT.correlations), 1.0)
     # Sweep cells reuse the paper cells' first chunks: runs must be whole chunks.
-    assert default.paper_runs % default.chunk == 0 and default.sweep_runs % default.chunk == 0
-
-
-def test_bench_json_schema(capsys):
-    """`bench --json` prints one JSON object with the documented keys; no timing asserts."""
-    argv = ["bench", "--quick", "--json", "--runs", "2", "--models", "shared_bottom"]
-    assert cli.main(argv + ["--groups", "1", "all"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert {"peak_gflops", "cores", "architectures"} <= set(out)
-    assert out["peak_gflops"] > 0 and out["cores"] >= 1
-    entry = out["architectures"]["shared_bottom"]
-    for key in (
-        "engine_run_steps_per_s",
-        "naive_run_steps_per_s",
-        "speedup_vs_naive",
-        "achieved_gflops",
-        "efficiency",
-        "compile_s",
-        "peak_rss_mb",
-    ):
-        assert isinstance(entry[key], float) and math.isfinite(entry[key]) and entry[key] > 0
-    # FLOPs per step from XLA's cost analysis: at least the forward matmul, 2*B*d*113.
-    assert entry["flops_per_run_step"] >= 2 * 128 * 100 * 113
-    # The efficiency divides by the best of the peak readings, which are all reported.
-    assert out["peak_gflops"] == max(out["peak_gflops_readings"])
-    assert math.isclose(entry["efficiency"], entry["achieved_gflops"] / out["peak_gflops"])
-    mem = entry["in_memory"]
-    for key in ("engine_run_steps_per_s", "naive_run_steps_per_s", "speedup_vs_naive"):
-        assert isinstance(mem[key], float) and math.isfinite(mem[key]) and mem[key] > 0
-    assert math.isclose(mem["efficiency"], mem["achieved_gflops"] / out["peak_gflops"])
-    assert 0.0 <= entry["data_generation_share"] < 1.0
-    # --quick skips the 1-core process; the full bench fills these two.
-    assert entry["engine_run_steps_per_s_1_core"] is None and entry["scaling_vs_1_core"] is None
-    # The engine's run-group size, and the sweep over the sizes asked for.
-    assert out["group"] == default_group()
-    sweep = out["group_sweep"]["shared_bottom"]
-    assert set(sweep) == {"1", "all"} and all(v > 0 for v in sweep.values())
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
-def test_bench_one_core_probe_runs_pinned():
-    """The 1-core side of the scaling runs in a child pinned to one core with one device."""
-    from benchmark.bench import one_core_rate
-    from benchmark.engine import TrainConfig
-
-    cfg = TrainConfig(steps=10, batch_size=8, eval_every=10, n_test=16)
-    rate = one_core_rate("shared_bottom", cfg, 2)  # the child asserts its own pinning
-    assert isinstance(rate, float) and math.isfinite(rate) and rate > 0
+    assert DEFAULT.paper_runs % DEFAULT.chunk == 0 and DEFAULT.sweep_runs % DEFAULT.chunk == 0
