@@ -1,0 +1,118 @@
+"""Every registered claim, on one synthetic fixture where it holds and one where it fails.
+
+The test is parameterised over the whole registry: a new claim without fixtures here fails
+``test_every_claim_has_fixtures``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark import experiments
+from benchmark.runner import CellResult, Results
+
+N = 200
+PS = (0.5, 0.9, 1.0)
+STEPS = np.arange(0, 2001, 500)
+
+
+def _cell(model, x, final, curves=None):
+    final = np.asarray(final, dtype=np.float64)
+    if final.ndim == 1:
+        final = np.stack([final, final], axis=1)
+    if curves is None:
+        curves = np.repeat(final[:, None, :], STEPS.size, axis=1)
+    meta = {"series": model, "model": model, "x": x, "n_runs": final.shape[0],
+            "key": f"{model}-{x}", "objective": "equal", "corr": x}  # fmt: skip
+    arrays = {"final": final, "curves": curves, "diverged": np.zeros(final.shape[0], bool)}
+    return CellResult(meta, arrays)
+
+
+def _results(name, cells):
+    return Results(name, {"eval_steps": STEPS.tolist()}, cells)
+
+
+def _draws(seed=0):
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=N)  # what a run's key gives every cell (paired)
+    return lambda: shared + 0.3 * rng.normal(size=N)
+
+
+def fig4(loc=None, scale=None, seed=0):
+    """SB, OMoE, MMoE at PS: final = loc + scale * z (z paired across cells by run)."""
+    loc = {"shared_bottom": (0.5, 0.4, 0.3), "omoe": (0.35, 0.25, 0.15),
+           "mmoe": (0.3, 0.2, 0.15)} | (loc or {})  # fmt: skip
+    scale = {"shared_bottom": (0.1,) * 3, "omoe": (0.03,) * 3, "mmoe": (0.03,) * 3} | (scale or {})
+    z = _draws(seed)
+    cells = [_cell(m, p, loc[m][i] + scale[m][i] * z()) for m in loc for i, p in enumerate(PS)]
+    return _results("fig4", cells)
+
+
+def fig3(offsets=(0.2, 0.1, 0.0), final_offsets=None):
+    z = _draws()
+    cells = []
+    for i, p in enumerate(PS):
+        base = 1.0 / (1 + STEPS / 500.0)  # (steps,)
+        off = np.full(STEPS.size, offsets[i])
+        if final_offsets is not None:
+            off[-1] = final_offsets[i]
+        curves = (base + off)[None, :] + 0.02 * np.stack([z() for _ in STEPS], axis=1)
+        curves = np.repeat(curves[:, :, None], 2, axis=2)
+        cells.append(_cell("shared_bottom", p, curves[:, -1], curves))
+    return _results("fig3", cells)
+
+
+def mtl_gain(loss=None, task2=None):
+    """single_task, SB, MMoE, CGC, PLE at the PLE levels; ``task2`` overrides task 2."""
+    loss = {"single_task": 0.4, "shared_bottom": 0.35, "mmoe": 0.3, "cgc": 0.3,
+            "ple": 0.1} | (loss or {})  # fmt: skip
+    z = _draws()
+    cells = []
+    for p in experiments.PLE_CORRS:
+        for m, v in loss.items():
+            t1 = v + 0.02 * z()
+            t2 = (task2 or {}).get(m, v) + 0.02 * z()
+            cells.append(_cell(m, p, np.stack([t1, t2], axis=1)))
+    return _results("mtl_gain", cells)
+
+
+FIXTURES = {
+    "fig3.ordering": (fig3(), fig3(final_offsets=(0.2, 0.0, 0.1))),
+    "fig4.monotone": (fig4(), fig4(loc={"mmoe": (0.3, 0.15, 0.15)})),
+    "fig4.mmoe_spread": (
+        fig4(loc={"mmoe": (0.17, 0.16, 0.15)}),
+        fig4(loc={"mmoe": (0.5, 0.3, 0.15)}),
+    ),
+    "fig4.equal_at_1": (fig4(), fig4(loc={"omoe": (0.35, 0.25, 0.25)})),
+    "fig4.moe_beats_sb": (fig4(), fig4(loc={"shared_bottom": (0.5, 0.4, 0.15)})),
+    "fig5.sb_spread": (fig4(), fig4(scale={"shared_bottom": (0.1, 0.1, 0.03)})),
+    "fig5.omoe_robust": (
+        fig4(scale={"omoe": (0.08, 0.05, 0.03)}),
+        fig4(scale={"omoe": (0.03, 0.03, 0.03)}),
+    ),
+    "fig5.best_comparable": (
+        fig4(loc={"shared_bottom": (0.32, 0.22, 0.16)}, scale={"shared_bottom": (0.04,) * 3}),
+        fig4(loc={"mmoe": (0.9, 0.9, 0.9)}),
+    ),
+    "mtl_gain.ple_best": (mtl_gain(), mtl_gain(loss={"cgc": 0.1})),
+    "mtl_gain.seesaw": (mtl_gain(task2={"shared_bottom": 0.5}), mtl_gain()),
+}
+
+
+def _claims():
+    return [c for n in experiments.names() for c in experiments.get(n).claims]
+
+
+def test_every_claim_has_fixtures():
+    assert sorted(c.name for c in _claims()) == sorted(FIXTURES)
+
+
+@pytest.mark.parametrize("claim", _claims(), ids=lambda c: c.name)
+def test_claim_holds_on_its_fixture_and_fails_on_the_other(claim):
+    holds, fails = FIXTURES[claim.name]
+    good, bad = claim.test(holds), claim.test(fails)
+    assert good.holds is True, good.evidence
+    assert bad.holds is False, bad.evidence
+    assert "[" in good.evidence and "]" in good.evidence  # an interval backs the verdict
+    assert claim.words and claim.rule and claim.source

@@ -1,0 +1,184 @@
+"""Run specs (what a cell's hash covers) and the layering of the modules."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.engine import NUMERICS_VERSION, TrainConfig
+from benchmark.experiments import Cell, get_profile
+from benchmark.models import ModelConfig
+from benchmark.spec import LRSelect, RunSpec
+from datagen import get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = get_preset("kdd18")
+TRAIN = TrainConfig(steps=100, batch_size=32, eval_every=50, n_test=100)
+
+
+def _spec(**changes) -> RunSpec:
+    base = dict(model=ModelConfig.of("mmoe"), task=TASK, corr=0.5, train=TRAIN, lr=3e-3)
+    return RunSpec(**(base | changes))
+
+
+def test_identical_specs_share_a_key_and_every_field_changes_it():
+    key = _spec().key()
+    assert _spec().key() == key and _spec(corr=0.5000000001).key() == key
+    changed = [
+        _spec(model=ModelConfig.of("mmoe", num_experts=4)),
+        _spec(model=ModelConfig.of("omoe")),
+        _spec(task=TASK.replace(c=2.0)),
+        _spec(task=TASK.replace(alpha=(TASK.alpha[0] + 1e-3,) + TASK.alpha[1:])),
+        _spec(task=TASK.replace(noise_std=0.2)),
+        _spec(task=TASK.replace(standardize=False)),
+        _spec(corr=0.6),
+        _spec(train=dataclasses.replace(TRAIN, steps=200)),
+        _spec(train=dataclasses.replace(TRAIN, batch_size=16)),
+        _spec(train=dataclasses.replace(TRAIN, n_train=1000)),
+        _spec(lr=1e-3),
+        _spec(lr=LRSelect()),
+        _spec(lr=LRSelect(grid=(1e-3, 1e-2))),
+        _spec(seed=1),
+        _spec(numerics=NUMERICS_VERSION + 1),
+    ]
+    keys = [s.key() for s in changed]
+    assert key not in keys and len(set(keys)) == len(keys)
+    # The preset's name is a label: it does not enter the hash.
+    assert _spec(task=TASK.replace(name="another name")).key() == key
+
+
+def test_objective_is_named_in_the_hash_and_validated():
+    assert _spec().canonical()["objective"] == "equal"
+    assert _spec(objective="equal").key() == _spec().key()
+    with pytest.raises(ValueError, match="objective must be one of: equal"):
+        _spec(objective="gradnorm")
+
+
+def test_a_cosine_matrix_spec():
+    r = ((1.0, 0.5, 0.0), (0.5, 1.0, 0.0), (0.0, 0.0, 1.0))
+    spec = _spec(corr=r, train=dataclasses.replace(TRAIN, n_tasks=3))
+    assert spec.is_matrix and spec.corr_array().shape == (3, 3)
+    assert spec.canonical()["corr"] == [list(row) for row in r]
+    with pytest.raises(ValueError, match="n_tasks"):
+        _spec(corr=r)  # a 3x3 matrix for two tasks
+    with pytest.raises(ValueError, match="explicit x"):
+        Cell(spec, 2)
+    assert Cell(spec, 2, x=0.5).x == 0.5
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"corr": 1.5}, r"correlation p must lie in \[-1, 1\]"),
+        ({"lr": 0.0}, "learning rate lr must be a finite number > 0"),
+        ({"lr": float("nan")}, "learning rate lr must be a finite number > 0"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"model": ModelConfig("nope")}, "unknown architecture 'nope'"),
+    ],
+)
+def test_bad_specs_name_the_parameter(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _spec(**changes)
+
+
+def test_lr_rule_is_validated():
+    with pytest.raises(ValueError, match="LRSelect.grid"):
+        LRSelect(grid=(0.0,))
+    with pytest.raises(ValueError, match="LRSelect.n_runs"):
+        LRSelect(n_runs=0)
+
+
+def test_profiles_hash_constants_not_names():
+    prof = get_profile("default")
+    spec = prof.spec(ModelConfig.of("mmoe"), 0.5)
+    assert spec.canonical()["task"]["alpha"] == list(TASK.alpha)
+    assert "name" not in spec.canonical()["task"]
+    assert spec.numerics == NUMERICS_VERSION
+    np.testing.assert_array_equal(spec.corr_array(), np.float32(0.5))
+
+
+# ----------------------------------------------------------------------------- layering
+
+# datagen -> models -> engine -> experiments (spec, registry base) -> runner -> stats ->
+# report/plots -> the experiment files -> cli. A module imports only from its own layer
+# or below.
+LAYERS = {
+    "datagen": 0,
+    "benchmark.models": 1,
+    "benchmark.engine": 2,
+    "benchmark.spec": 3,
+    "benchmark.experiments": 3,
+    "benchmark.runner": 4,
+    "benchmark.stats": 5,
+    "benchmark.report": 6,
+    "benchmark.plots": 6,
+    "benchmark.experiments.*": 7,
+    "benchmark.cli": 8,
+    "benchmark.bench": 8,
+    "benchmark.__main__": 8,
+    "benchmark": 8,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _layer(module: str) -> int:
+    if module.startswith("benchmark.experiments."):
+        return LAYERS["benchmark.experiments.*"]
+    for name in sorted(LAYERS, key=len, reverse=True):
+        if name.endswith("*"):
+            continue
+        if module == name or module.startswith(name + "."):
+            return LAYERS[name]
+    raise AssertionError(f"module {module} has no layer")
+
+
+def _project_modules() -> dict[str, Path]:
+    files = list((REPO / "benchmark").rglob("*.py")) + list((REPO / "datagen").rglob("*.py"))
+    return {_module_name(f): f for f in files}
+
+
+def _imports(module: str, path: Path, known: set[str]) -> set[str]:
+    """Every project module that ``module`` imports, at any depth of its code."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            for a in node.names:
+                out.add(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base)
+    return {m for m in out if m.split(".")[0] in ("benchmark", "datagen")}
+
+
+def test_no_module_imports_up_the_layers():
+    modules = _project_modules()
+    known = set(modules)
+    violations = []
+    for module, path in modules.items():
+        for target in _imports(module, path, known):
+            if _layer(target) > _layer(module):
+                violations.append(f"{module} (layer {_layer(module)}) imports {target} "
+                                  f"(layer {_layer(target)})")  # fmt: skip
+    assert not violations, "\n".join(violations)
+
+
+def test_the_layering_check_catches_an_upward_import(tmp_path):
+    path = tmp_path / "runner.py"
+    path.write_text("from .plots import figure\n")
+    known = set(_project_modules())
+    (target,) = _imports("benchmark.runner", path, known)
+    assert target == "benchmark.plots" and _layer(target) > _layer("benchmark.runner")
