@@ -345,17 +345,24 @@ def select_lr(
 
     ``n_runs`` runs per grid value train on keys from a stream (``seed``) disjoint from the
     reported runs, so their held-out set is a validation set. The grid is vmapped: one call.
+    Diverged runs follow the project's one rule: excluded from the mean, and counted; the
+    rate with the fewest diverged runs wins, then the lowest mean.
 
     Returns:
-      ``(best_lr, {lr: mean validation MSE over runs and tasks})``; diverged runs count as
-      +inf.
+      ``(best_lr, {lr: mean validation MSE over its non-diverged runs and the tasks})``;
+      +inf for a rate whose runs all diverged.
     """
     grid = tuple(float(v) for v in grid)
     keys = run_keys(seed, n_runs)
     all_keys = jnp.concatenate([keys] * len(grid))
     lrs = np.repeat(np.asarray(grid, np.float32), n_runs)
     out = train_many(all_keys, p, lrs, model=model, spec=spec, cfg=cfg)
-    final = np.where(out["diverged"][:, None], np.inf, out["final"])
-    scores = {lr: float(final[i * n_runs : (i + 1) * n_runs].mean()) for i, lr in enumerate(grid)}
-    best = min(scores, key=lambda k: (not math.isfinite(scores[k]), scores[k]))
+    ok = ~out["diverged"].reshape(len(grid), n_runs)  # (grid, runs)
+    final = out["final"].reshape(len(grid), n_runs, -1)
+    scores, n_diverged = {}, {}
+    for i, lr in enumerate(grid):
+        kept = final[i][ok[i]]
+        scores[lr] = float(kept.mean()) if kept.size else math.inf
+        n_diverged[lr] = int((~ok[i]).sum())
+    best = min(grid, key=lambda k: (n_diverged[k], scores[k]))
     return best, scores
