@@ -26,6 +26,7 @@ __all__ = [
     "plot_lines",
     "plot_bars",
     "plot_gate_weights",
+    "plot_intervals",
 ]
 
 CORR_COLORS = {0.5: "C3", 0.9: "C1", 1.0: "C2"}
@@ -199,4 +200,23 @@ def plot_gate_weights(ax, examples, title: str):
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
+    return ax
+
+
+def plot_intervals(ax, rows, xlabel: str, reference: float | None = None):
+    """Horizontal point estimates with intervals, one row each (rliable's interval plot).
+
+    Args:
+      rows: list of ``(label, color, point, lo, hi)``, drawn top to bottom.
+      reference: a vertical reference line (e.g. 0.5 for P(A better than B)).
+    """
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, c, point, lo, hi) in zip(y, rows, strict=True):
+        ax.plot([lo, hi], [yi, yi], color=c, lw=6, alpha=0.5, solid_capstyle="butt")
+        ax.plot([point], [yi], "|", color="k", ms=12)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="0.4", ls="--", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
     return ax

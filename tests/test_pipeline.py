@@ -293,7 +293,7 @@ def test_cli_figures_and_report(smoke_root, tmp_path, capsys, monkeypatch):
     figs = tmp_path / "results" / "smoke" / "figures"  # not figures/: that is default's
     assert not (tmp_path / "figures").exists()
     for name in ("fig3_shared_bottom", "fig4_models", "fig5_histograms", "relatedness",
-                 "mtl_gain", "gates"):  # fmt: skip
+                 "mtl_gain", "gates", "prob_improvement"):  # fmt: skip
         assert (figs / f"{name}.png").stat().st_size > 10_000
         assert (figs / f"{name}.csv").read_text().count("\n") > 2
     capsys.readouterr()

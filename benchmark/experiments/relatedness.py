@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .. import plots, stats
 from ..models import ModelConfig, names
 from ..runner import Results
@@ -19,30 +21,30 @@ def cells(profile):
     return grid(profile, models, profile.correlations, profile.sweep_runs)
 
 
+def _mean_diff(a, b, axis):
+    return np.mean(a - b, axis=axis)
+
+
 def draw(res: Results, out: Path, caption: str) -> list[Path]:
-    series, rows = [], []
+    """Left: the IQM of each run's mean-over-tasks loss, with a 95% bootstrap CI. Right:
+    each run's loss minus the same run's loss at the largest correlation (run i shares its
+    key across correlations), the mean with a paired-bootstrap 95% CI."""
+    series, paired, rows = [], [], []
     for name, by_x in res.by_series().items():
         xs = sorted(by_x)
-        mid, lo, hi = [], [], []
+        per_run = {x: by_x[x].final.mean(-1) for x in xs}  # (runs,) mean of the tasks
+        ref = per_run[xs[-1]]
+        mid, lo, hi, d = [], [], [], []
         for x in xs:
-            per_run = by_x[x].final.mean(-1)  # mean of the tasks, per run
-            m, (a, b) = stats.iqm(per_run), stats.iqm_ci(per_run)
-            mid.append(m), lo.append(a), hi.append(b)
-            rows.append(
-                [
-                    name,
-                    x,
-                    int(
-                        stats.summarize(per_run)["n_runs"] - stats.summarize(per_run)["n_diverged"]
-                    ),
-                    m,
-                    a,
-                    b,
-                ]
-            )
-        model = by_x[xs[0]].meta["model"]
-        series.append((name, plots.color(model), xs, mid, lo, hi))
-    fig, axes = plots.figure(figsize=(7, 5))
+            m, (a, b) = stats.iqm(per_run[x]), stats.iqm_ci(per_run[x])
+            diff = stats.paired_bootstrap(_mean_diff, [per_run[x], ref])
+            mid.append(m), lo.append(a), hi.append(b), d.append(diff)
+            n_ok = int(np.isfinite(per_run[x]).sum())
+            rows.append([name, x, n_ok, m, a, b, *diff])
+        c = plots.color(by_x[xs[0]].meta["model"])
+        series.append((name, c, xs, mid, lo, hi))
+        paired.append((name, c, xs, *np.array(d).T))
+    fig, axes = plots.figure(1, 2, figsize=(13, 5))
     plots.plot_lines(
         axes[0][0],
         series,
@@ -51,9 +53,27 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         title=f"Final loss against task relatedness ({res.n_runs} runs per point, "
         "95% bootstrap CI)",
     )
+    plots.plot_lines(
+        axes[0][1],
+        paired,
+        "task correlation (cosine of task weights)",
+        "loss − the same run's loss at correlation 1 (mean over runs)",
+        title="Each model against itself at correlation 1 (paired 95% CI)",
+    )
+    axes[0][1].axhline(0, color="k", lw=0.8)
     plots.write_csv(
         out / "relatedness.csv",
-        ["series", "correlation", "n_finite", "iqm", "ci_lo", "ci_hi"],
+        [
+            "series",
+            "correlation",
+            "n_finite",
+            "iqm",
+            "ci_lo",
+            "ci_hi",
+            "diff_vs_p1",
+            "diff_lo",
+            "diff_hi",
+        ],
         rows,
     )
     return [plots.save(fig, out / "relatedness.png", caption)]
