@@ -29,6 +29,7 @@ from .models import ModelConfig
 
 __all__ = [
     "TrainConfig",
+    "Schedule",
     "train_run",
     "train_many",
     "select_lr",
@@ -51,6 +52,51 @@ LR_GRID = (1e-4, 1e-3, 1e-2)
 CPU_GROUP = 10
 
 
+SCHEDULES = ("constant", "wsd", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The learning rate's shape over training; the (traced) peak learning rate scales it.
+
+    Attributes:
+      kind: ``constant``; ``wsd`` (warmup-stable-decay: constant, then a linear decay to 0
+        over the last ``decay`` fraction of the steps); or ``cosine`` (a cosine decay to 0
+        over all steps after the warmup).
+      warmup: fraction of the steps of linear warmup from 0 (every kind).
+      decay: ``wsd`` only: the fraction of the steps of the final linear decay.
+    """
+
+    kind: str = "wsd"
+    warmup: float = 0.0
+    decay: float = 0.2
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule kind must be one of: {', '.join(SCHEDULES)}; "
+                             f"got {self.kind!r}")  # fmt: skip
+        for name in ("warmup", "decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
+                raise ValueError(f"schedule {name} must be a fraction in [0, 1], got {v!r}")
+        if self.warmup + (self.decay if self.kind == "wsd" else 0.0) > 1.0:
+            raise ValueError("schedule warmup + decay must be at most 1")
+
+    def factor(self, step, total: int):
+        """Multiplier of the peak learning rate at ``step`` (0-based) of ``total`` steps."""
+        step = jnp.asarray(step, jnp.float32)
+        warm = self.warmup * total
+        up = jnp.minimum(1.0, (step + 1.0) / warm) if warm > 0 else 1.0
+        if self.kind == "constant":
+            return up * jnp.ones_like(step)
+        if self.kind == "wsd":
+            span = self.decay * total
+            down = jnp.clip((total - step) / span, 0.0, 1.0) if span > 0 else 1.0
+            return up * down
+        frac = jnp.clip((step - warm) / max(total - warm, 1.0), 0.0, 1.0)
+        return up * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How every run of a sweep trains.
@@ -63,6 +109,9 @@ class TrainConfig:
       n_train: size of a fixed training set per run, or None for an endless stream of
         fresh samples at every step (the paper's "repeat until enough data").
       n_tasks: K.
+      schedule: the learning rate's shape over training (:class:`Schedule`), or None for
+        a constant learning rate. None is left out of :meth:`to_dict`, so specs without a
+        schedule hash as they did before schedules existed.
     """
 
     steps: int = 30_000
@@ -71,6 +120,7 @@ class TrainConfig:
     n_test: int = 2_000
     n_train: int | None = None
     n_tasks: int = 2
+    schedule: Schedule | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "n_test", "n_tasks"):
@@ -101,7 +151,10 @@ class TrainConfig:
         return np.arange(self.n_evals) * self.eval_every
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.schedule is None:
+            out.pop("schedule")
+        return out
 
 
 def _gate_stats(gates, n_tasks: int) -> dict:
@@ -151,7 +204,10 @@ def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfi
     w = task_weights(k_w, spec, p, cfg.n_tasks)
     x_test, y_test = sample(k_test, spec, cfg.n_test, w)
     params = net.init(k_init, x_test[:1])
-    opt = optax.adam(lr)
+    if cfg.schedule is None:
+        opt = optax.adam(lr)
+    else:
+        opt = optax.adam(lambda count: lr * cfg.schedule.factor(count, cfg.steps))
     opt_state = opt.init(params)
 
     if cfg.n_train is None:
