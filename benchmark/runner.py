@@ -247,6 +247,17 @@ class Plan:
         return len(spec.lr.grid) * spec.lr.n_runs * spec.train.steps
 
 
+def _chunks(spec: RunSpec, have: int, n: int, chunk: int) -> list[Chunk]:
+    """The chunks that take a cell from ``have`` to ``n`` runs: the fewest of at most
+    ``chunk`` runs each, of equal size (so 32 runs with chunk 20 train as 2 x 16)."""
+    left = n - have
+    if left <= 0:
+        return []
+    count = -(-left // chunk)
+    size = -(-left // count)
+    return [Chunk(spec, have + i * size, size) for i in range(count)]
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)``."""
     if text is None:
@@ -282,8 +293,7 @@ def plan(
                 need[cell.key] = (cell.spec, cell.n_runs)
     chunks = []
     for key, (spec, n) in need.items():
-        for start in range(stored_runs(root, key), n, profile.chunk):
-            chunks.append(Chunk(spec, start, profile.chunk))
+        chunks += _chunks(spec, stored_runs(root, key), n, profile.chunk)
     # Group by architecture so each compiled trainer is reused across correlations.
     chunks.sort(key=lambda c: (c.spec.model.label(), c.spec.train.n_tasks, c.start, c.spec.key()))
     i, n = shard
@@ -407,16 +417,16 @@ def _complete_cell(root: Path, profile: Profile, spec: RunSpec, n: int) -> bool:
     have = stored_runs(root, key)
     if have >= n:
         return True
-    starts = list(range(have, n, profile.chunk))
-    if not all(Chunk(spec, s, profile.chunk).path(root).exists() for s in starts):
+    pieces = _chunks(spec, have, n, profile.chunk)
+    if not all(c.path(root).exists() for c in pieces):
         return False
     parts, metas = [], []
     if have:
         arrays, meta = read_npz(_cell_path(root, key), key)
         parts.append({k: arrays[k][:have] for k in ARRAY_KEYS})
         metas.append(meta)
-    for s in starts:
-        arrays, meta = read_npz(Chunk(spec, s, profile.chunk).path(root), key)
+    for c in pieces:
+        arrays, meta = read_npz(c.path(root), key)
         parts.append(arrays)
         metas.append(meta)
     arrays = {k: np.concatenate([p[k] for p in parts])[:n] for k in ARRAY_KEYS}
@@ -486,6 +496,7 @@ def _cell_record(cell: Cell, meta: dict) -> dict:
         "x": cell.x,
         "corr": spec.canonical()["corr"],
         "n_tasks": spec.n_tasks,
+        "steps": spec.train.steps,
         "n_runs": cell.n_runs,
         "lr": meta["lr"],
         "train_wall_s": meta["train_wall_s"] * cell.n_runs / meta["n_runs"],

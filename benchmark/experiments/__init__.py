@@ -26,7 +26,7 @@ from typing import Any
 
 from datagen import TaskSpec, get_preset
 
-from ..engine import TrainConfig
+from ..engine import Schedule, TrainConfig
 from ..models import ModelConfig
 from ..spec import LRSelect, RunSpec
 
@@ -127,6 +127,23 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default",
         train=TrainConfig(steps=10_000, batch_size=32, eval_every=500, n_test=2_000),
+        lr=3e-3,
+        paper_runs=200,
+        sweep_runs=20,
+        chunk=20,
+    ),
+    # The late-phase candidate: warmup-stable-decay to 40k steps at batch 32. Its learning
+    # rate is the one `run lr_grid --profile late` chooses (docs/protocol.md); `budget`
+    # trains it at 10k-80k steps.
+    "late": Profile(
+        name="late",
+        train=TrainConfig(
+            steps=40_000,
+            batch_size=32,
+            eval_every=1_000,
+            n_test=2_000,
+            schedule=Schedule("wsd", decay=0.2),
+        ),
         lr=3e-3,
         paper_runs=200,
         sweep_runs=20,
