@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -14,10 +16,85 @@ import numpy as np
 from .presets import PRESETS, get_preset
 
 FIG2_STEM = "fig2_label_correlation"
+MAX_SEED = 2**63 - 1
+INTERRUPTED = "interrupted; no partial output was written"
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- argument types
+# Each raises ArgumentTypeError, which argparse reports as "argument --flag: <message>", so
+# every bad value gets one line that names its flag and the allowed values.
+
+
+def _int_in(lo: int, hi: int | None = None):
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    parse.__name__ = allowed
+    return parse
+
+
+def _cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number in [-1, 1], got {text!r}")
+    return value
+
+
+def _preset(text: str) -> str:
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r}; choose one of: {', '.join(PRESETS)}"
+        )
+    return text
+
+
+def _matrix(text: str) -> np.ndarray:
+    example = "a JSON (K, K) matrix like [[1,0.5],[0.5,1]]"
+    try:
+        arr = np.asarray(json.loads(text), np.float64)
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {example}, got {text!r}") from None
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 1:
+        raise argparse.ArgumentTypeError(f"must be {example}, got shape {arr.shape}")
+    return arr
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to every option; None defaults are described in the help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.required:
+            return f"{text} (required)"
+        if action.default is None or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+# ----------------------------------------------------------------------------- output files
 
 
 def _writable_file(path: str, param: str) -> Path:
@@ -32,15 +109,35 @@ def _writable_file(path: str, param: str) -> Path:
     return out
 
 
-def _writable_dir(path: str, param: str) -> Path:
+def _creatable_dir(path: str, param: str) -> Path:
+    """Check that ``path`` is, or can be created as, a writable directory; create nothing."""
     out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CliError(f"{param}: cannot create directory {path}: {e.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise CliError(f"{param}: directory {path} is not writable")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CliError(f"{param}: cannot create directory {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK):
+        raise CliError(f"{param}: directory {probe} is not writable")
     return out
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, param: str):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CliError(f"{param}: cannot write {path}: {e.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def _spec(args):
@@ -55,38 +152,34 @@ def cmd_sample(args) -> None:
 
     from .core import sample, task_weights, validate_correlation
 
-    if args.n <= 0:
-        raise CliError(f"--n must be a positive integer, got {args.n}")
     out = _writable_file(args.out, "--out")
     spec = _spec(args)
     if args.R is not None:
-        try:
-            corr = np.asarray(json.loads(args.R), np.float64)
-        except json.JSONDecodeError as e:
-            raise CliError(f"--R must be a JSON matrix like [[1,0.5],[0.5,1]]: {e}") from None
+        corr, k, flag = args.R, args.R.shape[0], "--R"
     else:
-        corr = args.p
-    r = validate_correlation(corr, n_tasks=None if args.R else args.tasks, d=spec.d)
+        corr, k, flag = args.p, args.tasks, "--tasks"
+    if spec.d < k:
+        raise CliError(
+            f"--d (the input dimension, or the preset's d) must be >= K={k}, the number of "
+            f"tasks that {flag} asks for; got d={spec.d}"
+        )
+    try:
+        r = validate_correlation(corr, n_tasks=None if args.R is not None else k, d=spec.d)
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}") from None
     kw, kd = jax.random.split(jax.random.key(args.seed))
     w = task_weights(kw, spec, r)
     x, y = sample(kd, spec, args.n, w)
     meta = {"spec": spec.to_dict(), "R": r.tolist(), "seed": args.seed, "n": args.n}
-    try:
-        with open(out, "wb") as f:
-            np.savez(f, x=np.asarray(x), y=np.asarray(y), w=np.asarray(w), meta=json.dumps(meta))
-    except OSError as e:
-        raise CliError(f"--out: cannot write {out}: {e.strerror}") from None
+    with _atomic(out, "--out") as tmp, open(tmp, "wb") as f:
+        np.savez(f, x=np.asarray(x), y=np.asarray(y), w=np.asarray(w), meta=json.dumps(meta))
     print(f"wrote {out}: x {x.shape}, y {y.shape}, w {w.shape}")
 
 
 def cmd_corr_curve(args) -> None:
     from .curve import corr_curve, plot_corr_curve, write_curve_csv
 
-    if args.trials < 2:
-        raise CliError(f"--trials must be an integer >= 2, got {args.trials}")
-    if args.n < 2:
-        raise CliError(f"--n must be an integer >= 2, got {args.n}")
-    fig_dir = _writable_dir(args.figure, "--figure") if args.figure else None
+    fig_dir = _creatable_dir(args.figure, "--figure") if args.figure else None
     spec = _spec(args)
     t0 = time.perf_counter()
     curve = corr_curve(spec, tuple(args.cosines), trials=args.trials, n=args.n, seed=args.seed)
@@ -101,8 +194,14 @@ def cmd_corr_curve(args) -> None:
         ):
             print(f"{p:8.3f} {m:13.4f} {s:8.4f}")
     if fig_dir is not None:
-        write_curve_csv(curve, fig_dir / f"{FIG2_STEM}.csv")
-        _save_fig2(curve, fig_dir, plot_corr_curve, spec.name)
+        try:
+            fig_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CliError(f"--figure: cannot create directory {fig_dir}: {e.strerror}") from None
+        csv_path = fig_dir / f"{FIG2_STEM}.csv"
+        with _atomic(csv_path, "--figure") as tmp_csv:
+            write_curve_csv(curve, tmp_csv)
+            _save_fig2(curve, fig_dir, plot_corr_curve, spec.name)
         if not args.json:
             print(f"wrote {fig_dir / FIG2_STEM}.png and .csv")
 
@@ -116,14 +215,22 @@ def _save_fig2(curve, fig_dir: Path, plot, preset: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
     plot(ax, curve, title=f"Label correlation vs task-weight cosine ({preset})")
     fig.tight_layout()
-    fig.savefig(fig_dir / f"{FIG2_STEM}.png")
-    plt.close(fig)
+    png = fig_dir / f"{FIG2_STEM}.png"
+    try:
+        with _atomic(png, "--figure") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def cmd_figure(args) -> None:
     from .curve import plot_corr_curve, read_curve_csv
 
-    fig_dir = _writable_dir(args.figures, "--figures")
+    fig_dir = Path(args.figures)
+    if not fig_dir.is_dir():
+        raise CliError(f"--figures: {fig_dir} is not a directory")
+    if not os.access(fig_dir, os.W_OK):
+        raise CliError(f"--figures: directory {fig_dir} is not writable")
     curve = read_curve_csv(fig_dir / f"{FIG2_STEM}.csv")
     _save_fig2(curve, fig_dir, plot_corr_curve, "kdd18")
     print(f"redrew {fig_dir / FIG2_STEM}.png from its CSV")
@@ -159,58 +266,100 @@ def cmd_calibrate(args) -> None:
     print("matches the stored kdd18 preset" if same else "DIFFERS from the stored kdd18 preset")
 
 
+# ----------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m datagen", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m datagen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add_preset(p):
-        p.add_argument("--preset", default="kdd18", help=f"one of {', '.join(PRESETS)}")
-        p.add_argument("--d", type=int, default=None, help="override the input dimension")
+    def add(name, func, help_):
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_HelpFormatter)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("sample", help="write x (n, d), y (n, K), w (d, K) to an .npz")
+    def add_preset(p, min_d=1):
+        p.add_argument(
+            "--preset",
+            type=_preset,
+            default="kdd18",
+            help=f"generator preset: {', '.join(PRESETS)}",
+        )
+        p.add_argument(
+            "--d",
+            type=_int_in(min_d),
+            default=None,
+            help=f"input dimension, an integer >= {min_d} (default: the preset's d)",
+        )
+
+    def add_seed(p, what):
+        p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help=f"root seed of {what}")
+
+    p = add("sample", cmd_sample, "write x (n, d), y (n, K), w (d, K) and a JSON meta to an .npz")
     add_preset(p)
-    p.add_argument("--p", type=float, default=0.5, help="cosine of the task weights, in [-1, 1]")
-    p.add_argument("--R", default=None, help="K-task cosine matrix as JSON (overrides --p)")
-    p.add_argument("--tasks", type=int, default=2, help="K, when --p is given")
-    p.add_argument("--n", type=int, default=1000, help="number of points, > 0")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output .npz path")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument(
+        "--p", type=_cosine, default=0.5, help="cosine of every pair of task weights, in [-1, 1]"
+    )
+    p.add_argument(
+        "--R",
+        type=_matrix,
+        default=None,
+        help="K-task cosine matrix as JSON: symmetric, unit diagonal, positive semidefinite; "
+        "overrides --p and --tasks (default: none, --p and --tasks are used)",
+    )
+    p.add_argument(
+        "--tasks", type=_int_in(1), default=2, help="K, the number of tasks for --p, >= 1"
+    )
+    p.add_argument("--n", type=_int_in(1), default=1000, help="number of points, >= 1")
+    add_seed(p, "the task weights and the data")
+    p.add_argument("--out", required=True, help="output .npz file")
 
-    p = sub.add_parser("corr-curve", help="label correlation against cosine (Figure 2)")
-    add_preset(p)
-    p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p = add("corr-curve", cmd_corr_curve, "label correlation against cosine (Figure 2)")
+    add_preset(p, min_d=2)
+    p.add_argument(
+        "--trials", type=_int_in(2), default=100, help="independent draws per cosine, >= 2"
+    )
+    p.add_argument("--n", type=_int_in(2), default=10_000, help="points per draw, >= 2")
+    add_seed(p, "every draw")
     p.add_argument(
         "--cosines",
-        type=float,
+        type=_cosine,
         nargs="+",
         default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0],
+        help="task-weight cosines to evaluate, each in [-1, 1]",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--figure", default=None, help="directory for the PNG and CSV of Figure 2")
-    p.set_defaults(func=cmd_corr_curve)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--figure",
+        default=None,
+        help="directory to write the PNG and CSV of Figure 2 into (default: none, no files)",
+    )
 
-    p = sub.add_parser("figure", help="redraw Figure 2 from its stored CSV")
-    p.add_argument("--figures", default="figures")
-    p.set_defaults(func=cmd_figure)
+    p = add("figure", cmd_figure, "redraw Figure 2's PNG from its stored CSV")
+    p.add_argument("--figures", default="figures", help=f"directory that holds {FIG2_STEM}.csv")
 
-    p = sub.add_parser("describe", help="print a preset's constants")
+    p = add("describe", cmd_describe, "print a preset's constants")
     add_preset(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_describe)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
 
-    p = sub.add_parser("calibrate", help="re-derive the kdd18 alpha and beta from Figure 2")
-    p.add_argument("--seeds", type=int, default=100, help="number of seeded draws to search")
-    p.set_defaults(func=cmd_calibrate)
+    p = add("calibrate", cmd_calibrate, "re-derive the kdd18 alpha and beta from Figure 2")
+    p.add_argument(
+        "--seeds", type=_int_in(1), default=100, help="number of seeded draws to search, >= 1"
+    )
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status (0, 2 for bad input, 130 on Ctrl-C)."""
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a bad argument (2, one line already printed)
+            return e.code if isinstance(e.code, int) else 2
         args.func(args)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except (CliError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,10 +7,13 @@ runs in well under a minute on two CPU cores.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -64,17 +67,6 @@ def _gram_correlation(k: int, rank: int, seed: int) -> np.ndarray:
 
 RANDOM_R5 = _gram_correlation(5, 8, seed=0)  # full rank
 SINGULAR_R5 = _gram_correlation(5, 3, seed=1)  # rank 3: two zero eigenvalues
-
-
-def _assert_one_line_error(capsys, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert out == ""
-    line = err.strip()
-    assert line.startswith("error: "), err
-    assert "\n" not in line, f"error message is not one line: {err!r}"
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -612,67 +604,196 @@ def test_cli_calibrate(capsys):
     assert f"KDD18_ALPHA = {KDD18_ALPHA}" in out
 
 
+def _assert_cli_error(capsys, flag: str, *needles: str) -> str:
+    """Exactly one line on stderr, naming ``flag`` and the allowed values; nothing on stdout."""
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.endswith("\n"), f"not one line: {err!r}"
+    assert err.startswith("error: "), err
+    assert flag in err, f"{flag!r} not named in {err!r}"
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+BAD_R = {
+    "not PSD": "[[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]]",
+    "diagonal": "[[2, 0.5], [0.5, 1]]",
+    "asymmetric": "[[1, 0.5], [0.4, 1]]",
+    "entries": "[[1, 2], [2, 1]]",
+    "bad JSON": "[[1, 0.5",
+    "not square": "[1, 0.5]",
+}
+
+
 @pytest.mark.parametrize(
-    ("argv", "needles"),
+    ("argv", "flag", "needles"),
     [
-        (["sample", "--p", "1.5"], ["p must lie in [-1, 1]", "1.5"]),
-        (
-            ["sample", "--R", "[[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1]]"],
-            ["R must be positive semidefinite"],
-        ),
-        (["sample", "--R", "[[2, 0.5], [0.5, 1]]"], ["R must have a unit diagonal"]),
-        (["sample", "--R", "[[1, 0.5], [0.4, 1]]"], ["R must be symmetric"]),
-        (["sample", "--R", "[[1, 0.5"], ["--R must be a JSON matrix"]),
-        (["sample", "--n", "0"], ["--n must be a positive integer, got 0"]),
-        (["sample", "--n", "-5"], ["--n must be a positive integer"]),
-        (["sample", "--d", "1", "--tasks", "2"], ["input dimension d must be >=", "d=1"]),
-        (["sample", "--d", "0"], ["d must be a positive integer"]),
-        (["sample", "--preset", "nope"], ["unknown preset 'nope'"]),
-        (["describe", "--preset", "nope"], ["unknown preset 'nope'"]),
-        (["corr-curve", "--preset", "nope"], ["unknown preset 'nope'"]),
-        (["corr-curve", "--trials", "1"], ["--trials must be an integer >= 2"]),
-        (["corr-curve", "--n", "1"], ["--n must be an integer >= 2"]),
-        (["corr-curve", "--cosines", "0.5", "1.5", "--trials", "2"], ["p must lie in [-1, 1]"]),
+        (["calibrate", "--seeds", "0"], "--seeds", ["an integer >= 1", "got 0"]),
+        (["calibrate", "--seeds", "-3"], "--seeds", ["an integer >= 1"]),
+        (["calibrate", "--seeds", "many"], "--seeds", ["an integer >= 1", "'many'"]),
+        (["sample", "--tasks", "0"], "--tasks", ["an integer >= 1", "got 0"]),
+        (["sample", "--tasks", "-2"], "--tasks", ["an integer >= 1"]),
+        (["sample", "--tasks", "150"], "--d", ["K=150", "--tasks", "d=100"]),
+        (["sample", "--n", "0"], "--n", ["an integer >= 1", "got 0"]),
+        (["sample", "--n", "-5"], "--n", ["an integer >= 1"]),
+        (["sample", "--n", "abc"], "--n", ["an integer >= 1"]),
+        (["sample", "--p", "1.5"], "--p", ["[-1, 1]", "1.5"]),
+        (["sample", "--p", "-2"], "--p", ["[-1, 1]"]),
+        (["sample", "--p", "nan"], "--p", ["[-1, 1]"]),
+        (["sample", "--R", BAD_R["not PSD"]], "--R", ["positive semidefinite"]),
+        (["sample", "--R", BAD_R["diagonal"]], "--R", ["unit diagonal"]),
+        (["sample", "--R", BAD_R["asymmetric"]], "--R", ["symmetric"]),
+        (["sample", "--R", BAD_R["entries"]], "--R", ["[-1, 1]"]),
+        (["sample", "--R", BAD_R["bad JSON"]], "--R", ["JSON (K, K) matrix"]),
+        (["sample", "--R", BAD_R["not square"]], "--R", ["JSON (K, K) matrix"]),
+        (["sample", "--d", "0"], "--d", ["an integer >= 1"]),
+        (["sample", "--d", "1"], "--d", ["K=2", "d=1"]),
+        (["sample", "--d", "2", "--R", json.dumps(RANDOM_R5.tolist())], "--d", ["K=5", "--R"]),
+        (["sample", "--seed", "-1"], "--seed", ["an integer in [0, "]),
+        (["sample", "--seed", str(2**63)], "--seed", ["an integer in [0, "]),
+        (["sample", "--preset", "nope"], "--preset", ["'nope'", "kdd18, ple20, google"]),
+        (["describe", "--preset", "nope"], "--preset", ["kdd18, ple20, google"]),
+        (["describe", "--d", "0"], "--d", ["an integer >= 1"]),
+        (["corr-curve", "--preset", "nope"], "--preset", ["kdd18, ple20, google"]),
+        (["corr-curve", "--trials", "1"], "--trials", ["an integer >= 2"]),
+        (["corr-curve", "--n", "1"], "--n", ["an integer >= 2"]),
+        (["corr-curve", "--d", "1"], "--d", ["an integer >= 2"]),
+        (["corr-curve", "--seed", "-1"], "--seed", ["an integer in [0, "]),
+        (["corr-curve", "--cosines", "0.5", "1.5"], "--cosines", ["[-1, 1]", "1.5"]),
+        (["corr-curve", "--cosines", "0.5", "inf"], "--cosines", ["[-1, 1]"]),
     ],
-    ids=lambda v: " ".join(v) if isinstance(v, list) and v[0] in cli_commands() else "",
+    ids=lambda v: " ".join(v)[:40] if isinstance(v, list) and v and v[0] in cli_commands() else "",
 )
-def test_cli_errors(argv, needles, tmp_path, capsys):
+def test_cli_bad_values(argv, flag, needles, tmp_path, capsys):
+    """Each bad value: exit 2, one line naming the flag and its allowed values, no output."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
     if argv[0] == "sample":
-        argv = [*argv, "--out", str(tmp_path / "x.npz")]
+        argv = [*argv, "--out", str(out_dir / "x.npz")]
+    if argv[0] == "corr-curve":
+        argv = [*argv, "--figure", str(out_dir / "figs")]
     assert cli.main(argv) == 2
-    _assert_one_line_error(capsys, *needles)
-    assert not (tmp_path / "x.npz").exists()
+    _assert_cli_error(capsys, flag, *needles)
+    assert list(out_dir.iterdir()) == []  # no output file, no temporary left behind
 
 
 def test_cli_unwritable_outputs(tmp_path, capsys):
     assert cli.main(["sample", "--out", "/nonexistent_dir/x.npz"]) == 2
-    _assert_one_line_error(capsys, "--out", "/nonexistent_dir", "does not exist")
+    _assert_cli_error(capsys, "--out", "/nonexistent_dir", "does not exist")
 
     assert cli.main(["sample", "--out", str(tmp_path)]) == 2
-    _assert_one_line_error(capsys, "--out must be a file path")
+    _assert_cli_error(capsys, "--out", "must be a file path")
+
+    assert cli.main(["sample"]) == 2
+    _assert_cli_error(capsys, "--out", "required")
 
     blocker = tmp_path / "file.txt"
     blocker.write_text("")
     assert cli.main([*CURVE_ARGS, "--figure", str(blocker / "sub")]) == 2
-    _assert_one_line_error(capsys, "--figure: cannot create directory")
+    _assert_cli_error(capsys, "--figure", "cannot create directory")
 
     assert cli.main(["figure", "--figures", str(blocker / "sub")]) == 2
-    _assert_one_line_error(capsys, "--figures: cannot create directory")
+    _assert_cli_error(capsys, "--figures", "is not a directory")
 
-    # `figure` with no stored CSV.
-    assert cli.main(["figure", "--figures", str(tmp_path / "empty")]) == 2
-    _assert_one_line_error(capsys, "no stored curve")
+    # `figure` with no stored CSV, and a folder that does not exist: nothing is created.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["figure", "--figures", str(empty)]) == 2
+    _assert_cli_error(capsys, "corr-curve --figure", "no stored curve")
+    assert cli.main(["figure", "--figures", str(tmp_path / "missing")]) == 2
+    _assert_cli_error(capsys, "--figures", "is not a directory")
+    assert not (tmp_path / "missing").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt"]
+    assert list(empty.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [[], ["bogus"], ["sample"], ["sample", "--n", "abc", "--out", "x.npz"], ["describe", "--x"]],
-)
-def test_cli_argparse_errors_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["describe", "--x"], ["sample", "--p"]])
+def test_cli_usage_errors_are_one_line(argv, capsys):
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "--help" in err
+
+
+def test_cli_help_shows_every_default(capsys):
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) == cli_commands()
+    for name, sub in subs.choices.items():
+        assert cli.main([name, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            flag = action.option_strings[0]
+            assert action.help, f"{name} {flag} has no description"
+            desc = " ".join(action.help.split())
+            at = text.find(desc)
+            assert at >= 0, f"{name} {flag}: description not in --help"
+            after = text[at + len(desc) :]
+            if action.required:
+                assert after.startswith(" (required)"), (name, flag)
+            elif action.default is None:
+                assert "(default: " in desc, f"{name} {flag}: default not described"
+            else:
+                shown = f" (default: {action.default})"
+                assert after.startswith(shown), f"{name} {flag}: {after[:60]!r}"
+
+
+def _main_catching_interrupt(argv) -> int:
+    try:
+        return cli.main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli.main")
+
+
+def test_cli_interrupt_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("datagen.calibrate.calibrate", interrupted)
+    assert _main_catching_interrupt(["calibrate"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"{cli.INTERRUPTED}\n"
+
+    # Ctrl-C in the middle of writing the .npz: neither the file nor a temporary remains.
+    def half_written(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.np, "savez", half_written)
+    out_file = tmp_path / "data.npz"
+    assert _main_catching_interrupt(["sample", "--n", "8", "--out", str(out_file)]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"{cli.INTERRUPTED}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_m_datagen_sigint_exits_130():
+    code = (
+        "import sys; from datagen import cli; print('ready', flush=True); "
+        "sys.exit(cli.main(['calibrate', '--seeds', '100000000']))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(1.0)  # inside the calibration search
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == f"{cli.INTERRUPTED}\n"
+    assert out == ""
 
 
 def test_python_m_datagen_entry_point():
@@ -697,6 +818,7 @@ def test_python_m_datagen_entry_point():
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "error: unknown preset 'nope'; choose one of: kdd18, ple20, google"
+    assert proc.stderr == (
+        "error: argument --preset: unknown preset 'nope'; choose one of: kdd18, ple20, google"
+        " (see `python -m datagen describe --help`)\n"
     )
