@@ -193,12 +193,18 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
 
 def test_default_dry_run_on_the_committed_results(new_arch, capsys):
     root = REPO / "results" / "default"
+    stored = {c.meta["model"] for c in load_experiment(root, "relatedness").cells}
+    new = [m for m in models.names() if m not in stored]
+    assert new_arch in new
     assert cli.main(["run", "all", "--dry-run", "--json", "--out", str(root)]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     counts = json.loads(out)
-    n = len(DEFAULT.correlations) * DEFAULT.sweep_runs  # 12 correlations x 20 runs
-    assert counts["runs_to_train"] == n and counts["cells_to_train"] == len(DEFAULT.correlations)
+    # Exactly the architectures without stored results train: 12 correlations x 20 runs
+    # each (on a clean clone with one new file: 240 runs).
+    n = len(new) * len(DEFAULT.correlations) * DEFAULT.sweep_runs
+    assert counts["runs_to_train"] == n
+    assert counts["cells_to_train"] == len(new) * len(DEFAULT.correlations)
     assert counts["run_steps_to_train"] == n * DEFAULT.train.steps
 
 
