@@ -225,12 +225,33 @@ def test_training_lowers_test_mse(name):
 # --------------------------------------------------------------------------------------------
 
 
-def test_paper_parameter_arithmetic():
-    # MMoE: 8 experts of 16 units on d = 100, two towers of 8 hidden units.
-    mmoe_body = 100 * 16 * 8 + 16 * 8 * 2
-    assert mmoe_body == 13056
-    # Shared-Bottom with the same budget: d * h + h * 8 * 2 = 13056.
-    assert round(13056 / (100 + 8 * 2)) == 113
+def _kernel_sizes(net, d=100):
+    """``{path: size}`` of every kernel of ``net`` built for inputs of dimension ``d``."""
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, d)))
+    flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): v.size
+        for path, v in flat
+        if "kernel" in str(path[-1])
+    }
+
+
+def test_shared_bottom_width_solves_the_papers_budget_equation():
+    # KDD18 section 5.1 counts experts and towers only: MMoE's expert kernels plus its tower
+    # hidden kernels. Shared-Bottom gets the same count, d * h + h * t * K = that budget,
+    # which fixes its bottom width h. Both sides are read off the built models.
+    mmoe = ModelConfig.of("mmoe").build(2)
+    sb = ModelConfig.of("shared_bottom").build(2)
+    mk = _kernel_sizes(mmoe)
+    budget = sum(v for p, v in mk.items() if p.startswith("params/experts/"))
+    budget += mk["params/towers/hidden_kernel"]
+    t = sb.tower_units
+    h = round(budget / (100 + t * 2))
+    assert sb.bottom_units == h, (budget, t, h)
+    sk = _kernel_sizes(sb)
+    counted = sum(v for p, v in sk.items() if "out_kernel" not in p)
+    assert counted == 100 * h + h * t * 2
+    assert abs(counted - budget) <= 100 + t * 2  # within one unit of width
 
 
 def test_shared_bottom_default_width_is_113():

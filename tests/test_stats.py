@@ -40,9 +40,13 @@ def test_iqm_one_to_eight():
 
 
 def test_iqm_is_robust_to_outlier():
-    # Same middle [3, 4, 5, 6] -> 4.5, while the mean is (28 + 100) / 8 = 16
+    # Same middle [3, 4, 5, 6] -> 4.5 however far the largest value moves, or whether the
+    # smallest does; a value that moves into the middle half changes it.
     assert iqm(SKEWED) == 4.5
-    assert np.mean(SKEWED) == 16.0
+    assert iqm(SKEWED[:-1] + [1e6]) == 4.5
+    assert iqm([-1e6] + SKEWED[1:]) == 4.5
+    # [1, 2, 3, 3.5, 5, 6, 7, 100] -> middle [3, 3.5, 5, 6] -> 17.5 / 4
+    assert iqm(SKEWED[:3] + [3.5] + SKEWED[4:]) == 4.375
 
 
 def test_iqm_floor_of_cut():
