@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 reproduce: $(STAMP)  ## train every experiment of `run all` (resumes), then figures and report
-	$(PY) -m datagen corr-curve --preset kdd18 --figure $(FIGDIR)
+	$(PY) -m datagen corr-curve --preset kdd18 --figures $(FIGDIR)
 	$(PY) -m benchmark run all --profile $(PROFILE)
 	$(PY) -m benchmark report --profile $(PROFILE) > results/$(PROFILE)/report.md.part
 	mv results/$(PROFILE)/report.md.part results/$(PROFILE)/report.md

@@ -179,7 +179,7 @@ def cmd_sample(args) -> None:
 def cmd_corr_curve(args) -> None:
     from .curve import corr_curve, plot_corr_curve, write_curve_csv
 
-    fig_dir = _creatable_dir(args.figure, "--figure") if args.figure else None
+    fig_dir = _creatable_dir(args.figure, "--figures") if args.figure else None
     spec = _spec(args)
     t0 = time.perf_counter()
     curve = corr_curve(spec, tuple(args.cosines), trials=args.trials, n=args.n, seed=args.seed)
@@ -197,9 +197,9 @@ def cmd_corr_curve(args) -> None:
         try:
             fig_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise CliError(f"--figure: cannot create directory {fig_dir}: {e.strerror}") from None
+            raise CliError(f"--figures: cannot create directory {fig_dir}: {e.strerror}") from None
         csv_path = fig_dir / f"{FIG2_STEM}.csv"
-        with _atomic(csv_path, "--figure") as tmp_csv:
+        with _atomic(csv_path, "--figures") as tmp_csv:
             write_curve_csv(curve, tmp_csv)
             _save_fig2(curve, fig_dir, plot_corr_curve, spec.name)
         if not args.json:
@@ -217,7 +217,7 @@ def _save_fig2(curve, fig_dir: Path, plot, preset: str) -> None:
     fig.tight_layout()
     png = fig_dir / f"{FIG2_STEM}.png"
     try:
-        with _atomic(png, "--figure") as tmp:
+        with _atomic(png, "--figures") as tmp:
             fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
-        "--figure",
+        "--figures",
+        dest="figure",
         default=None,
         help="directory to write the PNG and CSV of Figure 2 into (default: none, no files)",
     )

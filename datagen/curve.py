@@ -87,7 +87,7 @@ def read_curve_csv(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ValueError(
-            f"no stored curve at {path}; run `python -m datagen corr-curve --figure DIR`"
+            f"no stored curve at {path}; run `python -m datagen corr-curve --figures DIR`"
         )
     try:
         with open(path, newline="") as f:

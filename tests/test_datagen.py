@@ -552,7 +552,7 @@ def test_cli_corr_curve_json(capsys):
 
 def test_cli_corr_curve_figure_and_redraw(tmp_path, capsys):
     fig_dir = tmp_path / "figs" / "nested"
-    assert cli.main([*CURVE_ARGS, "--figure", str(fig_dir)]) == 0
+    assert cli.main([*CURVE_ARGS, "--figures", str(fig_dir)]) == 0
     out = capsys.readouterr().out
     assert f"preset kdd18: {MC_TRIALS} trials x {MC_N} points" in out
     assert "wrote" in out
@@ -571,8 +571,8 @@ def test_cli_corr_curve_figure_and_redraw(tmp_path, capsys):
     assert "redrew" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # --json and --figure together: stdout is still one JSON object.
-    assert cli.main([*CURVE_ARGS, "--json", "--figure", str(fig_dir)]) == 0
+    # --json and --figures together: stdout is still one JSON object.
+    assert cli.main([*CURVE_ARGS, "--json", "--figures", str(fig_dir)]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {
         "preset",
         "cosine",
@@ -673,7 +673,7 @@ def test_cli_bad_values(argv, flag, needles, tmp_path, capsys):
     if argv[0] == "sample":
         argv = [*argv, "--out", str(out_dir / "x.npz")]
     if argv[0] == "corr-curve":
-        argv = [*argv, "--figure", str(out_dir / "figs")]
+        argv = [*argv, "--figures", str(out_dir / "figs")]
     assert cli.main(argv) == 2
     _assert_cli_error(capsys, flag, *needles)
     assert list(out_dir.iterdir()) == []  # no output file, no temporary left behind
@@ -691,8 +691,8 @@ def test_cli_unwritable_outputs(tmp_path, capsys):
 
     blocker = tmp_path / "file.txt"
     blocker.write_text("")
-    assert cli.main([*CURVE_ARGS, "--figure", str(blocker / "sub")]) == 2
-    _assert_cli_error(capsys, "--figure", "cannot create directory")
+    assert cli.main([*CURVE_ARGS, "--figures", str(blocker / "sub")]) == 2
+    _assert_cli_error(capsys, "--figures", "cannot create directory")
 
     assert cli.main(["figure", "--figures", str(blocker / "sub")]) == 2
     _assert_cli_error(capsys, "--figures", "is not a directory")
@@ -701,7 +701,7 @@ def test_cli_unwritable_outputs(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["figure", "--figures", str(empty)]) == 2
-    _assert_cli_error(capsys, "corr-curve --figure", "no stored curve")
+    _assert_cli_error(capsys, "corr-curve --figures", "no stored curve")
     assert cli.main(["figure", "--figures", str(tmp_path / "missing")]) == 2
     _assert_cli_error(capsys, "--figures", "is not a directory")
     assert not (tmp_path / "missing").exists()
