@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots, stats
-from ..models import ModelConfig
+from ..models import ModelConfig, get
 from ..runner import Results
 from . import PAPER_CORRS, Cell, Experiment, register
 
@@ -78,7 +78,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
                 ]
             )
             vals.append((float(np.nanmean(v)), *stats.mean_ci(v)))
-        series.append((m, plots.color(m), lrs, *np.array(vals).T))
+        series.append((get(m).label, plots.color(m), lrs, *np.array(vals).T))
     plots.plot_lines(
         axes[0][0],
         series,
