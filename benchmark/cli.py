@@ -89,8 +89,9 @@ def cmd_list(args) -> None:
         )
         return
     print("architectures (parameters at the paper defaults, d = 100, K = 2):")
+    width = max(map(len, archs))
     for n, a in archs.items():
-        print(f"  {n:<14} {a['params']:>6}  {a['description']}  [{a['paper']}]")
+        print(f"  {n:<{width}} {a['params']:>6}  {a['description']}  [{a['paper']}]")
     print("experiments (* = part of `run all`):")
     for n, e in exps.items():
         print(f"  {n:<12}{'*' if e['in_all'] else ' '} {e['description']}")
