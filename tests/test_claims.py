@@ -77,7 +77,17 @@ def mtl_gain(loss=None, task2=None):
     return _results("mtl_gain", cells)
 
 
+def depth(deep_loss):
+    """The depth experiment's models at three correlations; MMoE-deep at ``deep_loss``."""
+    loss = {"shared_bottom": 0.35, "shared_bottom_deep": 0.2, "mmoe": 0.3,
+            "mmoe_deep": deep_loss, "cgc": 0.28, "ple": 0.1}  # fmt: skip
+    z = _draws()
+    cells = [_cell(m, x, v + 0.02 * z()) for m, v in loss.items() for x in (0.0, 0.5, 1.0)]
+    return _results("depth", cells)
+
+
 FIXTURES = {
+    "depth.ple_lead_is_depth": (depth(0.12), depth(0.25)),
     "fig3.ordering": (fig3(), fig3(final_offsets=(0.2, 0.0, 0.1))),
     "fig4.monotone": (fig4(), fig4(loc={"mmoe": (0.3, 0.15, 0.15)})),
     "fig4.mmoe_spread": (
