@@ -6,6 +6,7 @@ checked against its paper's equations, written out in numpy on a small hand-made
 """
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 
@@ -41,10 +42,17 @@ def toy_grads(shared_rows, seed=0):
     return grads, mask
 
 
+@functools.cache
+def _jitted_step(obj):
+    return jax.jit(obj.step)
+
+
 def step(obj, grads, losses, state=None, key=KEY, mask=None):
+    """One jitted ``obj.step`` (the mask passes as an argument here: any values work)."""
     k = len(losses)
     state = obj.init(k) if state is None else state
-    d, state, info = jax.jit(obj.step)(grads, jnp.asarray(losses, jnp.float32), state, key, mask)
+    losses = jnp.asarray(losses, jnp.float32)
+    d, state, info = _jitted_step(obj)(grads, losses, state, key, mask)
     return jax.tree_util.tree_map(np.asarray, d), state, jax.tree_util.tree_map(np.asarray, info)
 
 
@@ -259,7 +267,7 @@ def test_shared_mask_needs_concrete_inputs():
 # Each objective against its paper, in numpy
 
 SHARED_CONFLICT = [[1.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]  # g1 . g2 = -1 < 0
-SHARED_AGREE = [[1.0, 0.0, 1.0], [1.0, 2.0, 0.0]]  # g1 . g2 = 1 > 0
+SHARED_AGREE = [[1.0, 0.0, 1.0], [0.25, 2.0, 0.0]]  # g1 . g2 = 0.25 > 0
 
 
 def _towers_mean(grads):
@@ -448,29 +456,30 @@ def test_nash_mtl_solves_the_bargaining_equation():
 
 def test_gradnorm_weight_update():
     alpha, lr = 1.5, 0.1
-    g = np.array([[1.0, 0.0, 1.0], [-1.0, 3.0, 0.0]])
+    g = np.array([[1.0, 0.0, 1.0], [-1.0, 3.0, 0.0], [0.2, 0.1, 0.3]])
     grads, mask = toy_grads(g)
+    towers = np.asarray(grads["towers"])
     obj = objectives.get("gradnorm", alpha=alpha, lr=lr)
-    state = obj.init(2)
-    w, m, v = np.ones(2), np.zeros(2), np.zeros(2)
-    norms = np.linalg.norm(g, axis=1)
+    state = obj.init(3)
+    w, m, v = np.ones(3), np.zeros(3), np.zeros(3)
+    norms = np.linalg.norm(g, axis=1)  # ||g_k|| on the shared entries
     l0 = None
-    for t, losses in enumerate([[2.0, 1.0], [1.0, 0.9], [0.5, 0.8]], start=1):
+    for t, losses in enumerate([[2.0, 1.0, 1.0], [1.0, 0.9, 0.8], [0.5, 0.8, 0.7]], start=1):
         losses = np.asarray(losses)
         d, state, info = step(obj, grads, losses, state=state, mask=mask)
         # the network's direction uses the weights before this step's update
-        np.testing.assert_allclose(d["shared"], (w @ g) / 2, rtol=1e-5)
-        towers = np.asarray(grads["towers"])
-        np.testing.assert_allclose(d["towers"], (w[0] * towers[0] + w[1] * towers[1]) / 2, 1e-5)
+        np.testing.assert_allclose(d["shared"], (w @ g) / 3, rtol=1e-5)
+        np.testing.assert_allclose(d["towers"], np.tensordot(w, towers, 1) / 3, rtol=1e-5)
         l0 = losses if l0 is None else l0
-        lt = losses / l0
+        lt = losses / l0  # inverse training rate
         r = lt / lt.mean()
-        gw = w * norms
-        target = gw.mean() * r**alpha
+        gw = w * norms  # G_W^(k) = ||w_k g_k||
+        target = gw.mean() * r**alpha  # held constant
         grad_w = np.sign(gw - target) * norms  # d/dw_k sum_i |G_i - target_i|
         w, m, v = np_adam(w, grad_w, m, v, t, lr)
-        w = 2 * w / w.sum()
+        w = 3 * w / w.sum()  # renormalised to sum to K
         np.testing.assert_allclose(state["weights"], w, rtol=1e-5)
+        assert float(state["weights"].sum()) == pytest.approx(3, rel=1e-6)
     assert not np.allclose(w, 1.0)  # the weights moved
 
 

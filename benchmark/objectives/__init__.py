@@ -247,7 +247,7 @@ def shared_mask(net, params, x, y=None) -> PyTree:
         preds, _ = net.apply(params, x[:1])
         if y is None:
             y = jnp.zeros((x.shape[0], preds.shape[-1]), preds.dtype)
-        _, grads = task_grads(per_task_mse(net), params, x, jnp.asarray(y))
+        _, grads = jax.jit(task_grads, static_argnums=0)(per_task_mse(net), params, x, y)
         return jax.tree_util.tree_map(
             lambda g: np.asarray((np.asarray(g) != 0).sum(axis=0) > 1), grads
         )
