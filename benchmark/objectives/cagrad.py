@@ -33,8 +33,8 @@ from ._simplex import cagrad_weights
 @dataclasses.dataclass(frozen=True)
 class CAGrad(Objective):
     """Attributes:
-    c: the ball's radius relative to ``||g_0||`` (official code and LibMTL: 0.5; the
-      paper's 0.4 on NYUv2 / CityScapes).
+    c: the ball's radius relative to ``||g_0||`` (LibMTL's default 0.5; the paper tunes
+      it per benchmark).
     rescale: 0 (none), 1 (divide by ``1 + c^2``, default) or 2 (by ``1 + c``).
     iters: Frank-Wolfe steps of the dual solver (K = 2 is exact after one).
     """

@@ -40,8 +40,8 @@ EPS = 1e-8  # as the official code: log(L - L* + 1e-8)
 class FAMO(LossWeighting):
     """Attributes:
     beta: Adam learning rate of the logits (paper and LibMTL: 0.025).
-    gamma: L2 decay of the logits (LibMTL's default 1e-3; the paper tunes it per data set
-      in {1e-4, 1e-3, 1e-2}).
+    gamma: L2 decay of the logits (LibMTL's default 1e-3; the paper tunes it per data
+      set).
     same_batch: recompute the losses of the same batch after the update (True, the
       official code) or use the next step's losses (False; no extra forward pass).
     """

@@ -34,8 +34,8 @@ MIN_WEIGHT = 1e-6  # weights are kept positive before the renormalisation
 @dataclasses.dataclass(frozen=True)
 class GradNorm(Objective):
     """Attributes:
-    alpha: the restoring force's strength (paper: 1.5 on NYUv2, 0.12 on its toy
-      regression; LibMTL's default 1.5).
+    alpha: the restoring force's strength (the paper tunes it per data set; 1.5 is
+      LibMTL's default).
     lr: Adam learning rate of the weights (the paper trains them with the network's
       optimiser; 1e-3 is the benchmark's chosen network learning rate).
     """
