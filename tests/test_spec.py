@@ -103,12 +103,13 @@ def test_profiles_hash_constants_not_names():
 
 # ----------------------------------------------------------------------------- layering
 
-# datagen -> models -> engine -> experiments (spec, registry base) -> runner -> stats ->
+# datagen -> models, objectives -> engine -> experiments (spec, registry base) -> runner -> stats ->
 # report/plots -> the experiment files -> cli. A module imports only from its own layer
 # or below.
 LAYERS = {
     "datagen": 0,
     "benchmark.models": 1,
+    "benchmark.objectives": 1,
     "benchmark.engine": 2,
     "benchmark.spec": 3,
     "benchmark.experiments": 3,
