@@ -21,7 +21,8 @@ import numpy as np
 
 from datagen import TaskSpec, validate_correlation
 
-from .engine import LR_GRID, NUMERICS_VERSION, TrainConfig
+from . import engine
+from .engine import LR_GRID, TrainConfig
 from .models import ModelConfig
 
 __all__ = ["LRSelect", "RunSpec", "OBJECTIVES", "task_constants"]
@@ -77,7 +78,8 @@ class RunSpec:
       lr: the Adam learning rate, or the :class:`LRSelect` rule that picks it.
       objective: training objective (see ``OBJECTIVES``).
       seed: root of the run keys; run ``i`` uses ``fold_in(key(seed), i)``.
-      numerics: the engine's ``NUMERICS_VERSION`` (bumped by any change of numbers).
+      numerics: the engine's ``NUMERICS_VERSION`` (bumped by any change of numbers); None
+        (the default) takes the engine's current version.
     """
 
     model: ModelConfig
@@ -87,9 +89,11 @@ class RunSpec:
     lr: float | LRSelect
     objective: str = "equal"
     seed: int = 0
-    numerics: int = NUMERICS_VERSION
+    numerics: int | None = None
 
     def __post_init__(self):
+        if self.numerics is None:
+            object.__setattr__(self, "numerics", engine.NUMERICS_VERSION)
         object.__setattr__(self, "corr", _canonical_corr(self.corr))
         validate_correlation(
             np.asarray(self.corr), n_tasks=self.train.n_tasks, d=self.task.d

@@ -191,8 +191,17 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
     assert plan(SMOKE, _exps(ALL), root).counts()["runs_to_train"] == 0
 
 
-def test_default_dry_run_on_the_committed_results(new_arch, capsys):
+def _stored_numerics(root: Path) -> int:
+    _, meta = runner.read_npz(next((root / "cells").glob("*.npz")))
+    return meta["spec"]["numerics"]
+
+
+def test_default_dry_run_on_the_committed_results(new_arch, capsys, monkeypatch):
+    from benchmark import engine
+
     root = REPO / "results" / "default"
+    # The committed cells' numerics version: with it, only what is missing trains.
+    monkeypatch.setattr(engine, "NUMERICS_VERSION", _stored_numerics(root))
     stored = {c.meta["model"] for c in load_experiment(root, "relatedness").cells}
     new = [m for m in models.names() if m not in stored]
     assert new_arch in new
@@ -208,6 +217,15 @@ def test_default_dry_run_on_the_committed_results(new_arch, capsys):
     assert counts["run_steps_to_train"] == n * DEFAULT.train.steps
 
 
+def test_another_numerics_version_reuses_nothing(monkeypatch):
+    from benchmark import engine
+
+    root = REPO / "results" / "default"
+    monkeypatch.setattr(engine, "NUMERICS_VERSION", _stored_numerics(root) + 100)
+    p = plan(DEFAULT, _exps(ALL), root)
+    assert p.counts()["runs_to_train"] == sum(n for _, n in p.need.values()) > 0
+
+
 def test_dry_run_writes_nothing(tmp_path):
     root = tmp_path / "fresh"
     assert cli.main(["run", "--profile", "smoke", "--out", str(root), "--dry-run"]) == 0
@@ -218,8 +236,11 @@ def test_editing_a_preset_constant_plans_every_affected_cell(monkeypatch):
     import datagen.presets
 
     root = REPO / "results" / "default"
+    from benchmark import engine
+
+    monkeypatch.setattr(engine, "NUMERICS_VERSION", _stored_numerics(root))
     exps = _exps(ALL)
-    before = plan(DEFAULT, exps, root).counts()["runs_to_train"]  # 0 unless a new arch
+    before = plan(DEFAULT, exps, root).counts()["runs_to_train"]  # the new archs' runs
     spec = datagen.presets.PRESETS["kdd18"]
     edited = spec.replace(alpha=(spec.alpha[0] + 1e-4,) + spec.alpha[1:])
     monkeypatch.setitem(datagen.presets.PRESETS, "kdd18", edited)
