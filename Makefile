@@ -49,7 +49,7 @@ dry-run: $(STAMP)  ## what `make reproduce` would train, without training
 list: $(STAMP)  ## architectures, experiments and profiles
 	$(PY) -m benchmark list
 
-BENCH_JSON ?= figures/bench_batch128.json
+BENCH_JSON ?= figures/bench_batch32.json
 bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; writes $(BENCH_JSON))
 	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --json > $(BENCH_JSON).part
 	mv $(BENCH_JSON).part $(BENCH_JSON)

@@ -43,6 +43,8 @@ PAPER_RUNS = 200 * 3 * 3  # 200 runs x 3 models x 3 correlations
 IN_MEMORY_N_TRAIN = 1024  # training-set size per run of the in-memory measurement
 # Every timing is the best of this many: the machine's throughput drifts by tens of percent.
 REPEATS = 3
+# The batch the default profile trains with (benchmark.experiments), measured by default.
+DEFAULT_BATCH = 32
 
 
 def _rss_mb() -> float:
@@ -261,7 +263,7 @@ def measure(
     runs: int | None = None,
     models=None,
     log=None,
-    batch: int = 128,
+    batch: int = DEFAULT_BATCH,
     groups=None,
 ) -> dict:
     """Run every measurement and return the JSON-ready result.
@@ -368,7 +370,9 @@ print(_rss_mb())
 """
 
 
-def memory_scaling(model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = 128) -> dict:
+def memory_scaling(
+    model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = DEFAULT_BATCH
+) -> dict:
     """Peak RSS (MB) of a fresh process training S runs, for each S in ``sizes``.
 
     One process per size, so each reading is that sweep's own peak (a high-water mark
@@ -399,7 +403,7 @@ def main(
     as_json: bool = False,
     runs=None,
     models=None,
-    batch=128,
+    batch=DEFAULT_BATCH,
     memory=False,
     groups=None,
 ) -> None:
@@ -424,3 +428,218 @@ def main(
         )
     if as_json:
         print(json.dumps(res))
+
+
+# ----------------------------------------------------------------------------- engine vs rev
+
+
+def _load_revision(rev: str):
+    """The engine of git revision ``rev``, with that revision's generator and models.
+
+    ``datagen/core.py``, ``benchmark/models/`` and ``benchmark/engine.py`` of ``rev`` are
+    loaded under private module names, the engine's imports pointed at the revision's
+    generator and models.
+    """
+    import importlib.util
+    import pathlib
+    import tarfile
+    import tempfile
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="engine_rev_"))
+    tag = "_rev_" + "".join(c if c.isalnum() else "_" for c in rev)
+    archive = tmp / "rev.tar"
+    subprocess.run(
+        ["git", "archive", "-o", str(archive), rev, "datagen/core.py", "benchmark/models",
+         "benchmark/engine.py"],
+        cwd=root, check=True,
+    )  # fmt: skip
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+
+    def load(name, path, package=False):
+        spec = importlib.util.spec_from_file_location(
+            name, path, submodule_search_locations=[str(path.parent)] if package else None
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    load(f"{tag}_core", tmp / "datagen" / "core.py")
+    load(f"{tag}_models", tmp / "benchmark" / "models" / "__init__.py", package=True)
+    engine = tmp / "benchmark" / "engine.py"
+    text = engine.read_text().replace("from datagen import", f"from {tag}_core import")
+    engine.write_text(text.replace("from .models import", f"from {tag}_models import"))
+    return load(f"{tag}_engine", engine), sys.modules[f"{tag}_models"]
+
+
+def compare_engines(
+    rev: str,
+    models=None,
+    runs: int = 200,
+    steps: int = 500,
+    batch: int = DEFAULT_BATCH,
+    repeats: int = 7,
+    log=None,
+) -> dict:
+    """Run-steps/s of this engine and of revision ``rev``'s, timed interleaved.
+
+    Streaming, ``runs`` runs of ``steps`` steps, sharded over every device as
+    ``train_many`` does. Both programs of an architecture are compiled first, then timed
+    one after the other ``repeats`` times; each rate is the best of its timings, by wall
+    time and by the process's CPU time (the latter is less sensitive to other processes
+    sharing the cores).
+    """
+    from . import engine as new_engine
+
+    log = log or (lambda s: None)
+    old_engine, old_models = _load_revision(rev)
+    spec = get_preset("kdd18")
+    models = models or ordered(names())
+    n_dev = jax.device_count()
+    runs = -(-runs // n_dev) * n_dev
+    keys = run_keys(0, runs)
+    p = jnp.full((runs,), 0.9, jnp.float32)
+    lr = jnp.full((runs,), 2e-3, jnp.float32)
+    out = {"rev": rev, "runs": runs, "steps": steps, "batch_size": batch, "devices": n_dev,
+           "timing": f"best of {repeats}, interleaved", "architectures": {}}  # fmt: skip
+    for name in models:
+        progs = {}
+        pairs = (("previous", old_engine, old_models), ("this", new_engine, None))
+        for tag, eng, mods in pairs:
+            cfg = eng.TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
+            model = (mods.ModelConfig if mods else ModelConfig).of(name)
+            fn = eng._compiled(model, spec, cfg, n_dev, "auto")
+            progs[tag] = fn.lower(keys, p, lr).compile()
+            jax.block_until_ready(progs[tag](keys, p, lr))
+        wall = dict.fromkeys(progs, math.inf)
+        cpu = dict.fromkeys(progs, math.inf)
+        for _ in range(repeats):
+            for tag, prog in progs.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(prog(keys, p, lr))
+                wall[tag] = min(wall[tag], time.perf_counter() - t0)
+                cpu[tag] = min(cpu[tag], time.process_time() - c0)
+        work = runs * steps
+        entry = out["architectures"][name] = {
+            f"{tag}_run_steps_per_s": work / wall[tag] for tag in progs
+        }
+        entry.update({f"{tag}_run_steps_per_cpu_s": work / cpu[tag] for tag in progs})
+        entry["speedup_wall"] = wall["previous"] / wall["this"]
+        entry["speedup_cpu"] = cpu["previous"] / cpu["this"]
+        log(
+            f"{name:<14} previous {work / wall['previous']:7.0f}, this {work / wall['this']:7.0f} "
+            f"run-steps/s: x{entry['speedup_wall']:.2f} (by CPU time x{entry['speedup_cpu']:.2f})"
+        )
+    return out
+
+
+def profile_step(model: str, runs: int = 10, steps: int = 200, batch: int = DEFAULT_BATCH):
+    """Where a streaming step's time goes: XLA:CPU's per-operation times, from a trace.
+
+    Traces one call of the compiled trainer of ``runs`` runs (one group) for ``steps``
+    steps on one device and sums the duration of each operation of the compiled program
+    (a fusion, a dot, ...) over the call. Returns ``(total_ms, [(ms, calls, name, hlo)])``,
+    largest first; ``hlo`` is the operation's line of the compiled HLO, shortened.
+    """
+    import collections
+    import glob
+    import gzip
+    import re
+    import tempfile
+
+    cfg = TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
+    keys = run_keys(0, runs)
+    p = jnp.full((runs,), 0.9, jnp.float32)
+    lr = jnp.full((runs,), 2e-3, jnp.float32)
+    fn = _compiled(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs)
+    compiled = fn.lower(keys, p, lr).compile()
+    jax.block_until_ready(compiled(keys, p, lr))
+    folder = tempfile.mkdtemp(prefix="step_trace_")
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(keys, p, lr))
+        total_ms = (time.perf_counter() - t0) * 1e3
+    trace = glob.glob(folder + "/**/*.trace.json.gz", recursive=True)[0]
+    with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    spent, calls = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") == "X":
+            spent[e["name"]] += e.get("dur", 0) / 1e3
+            calls[e["name"]] += 1
+    hlo = compiled.as_text()
+    rows = []
+    for name, ms in spent.most_common():
+        line = re.search(r"\n\s+%" + re.escape(name) + r" = ([^\n]*)", hlo)
+        if line:  # an operation of the program, not a runtime or Python event
+            text = re.sub(r",? (metadata|backend_config|calls)=.*", "", line.group(1))
+            rows.append((ms, calls[name], name, text[:160]))
+    return total_ms, rows
+
+
+_COMPARE_SCRIPT = """
+import json, sys
+from benchmark.bench import compare_engines
+log = lambda s: print(s, file=sys.stderr, flush=True)
+print(json.dumps(compare_engines({rev!r}, {models!r}, {runs}, {steps}, {batch}, {repeats}, log)))
+"""
+
+
+def _compare_main(argv=None) -> None:
+    """``python -m benchmark.bench --against REV``: this engine against revision REV's.
+
+    Runs in a child process with one XLA host device per core, as ``python -m benchmark``.
+    ``--profile-step MODEL`` prints :func:`profile_step` instead.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.bench",
+        description="Time this engine against a git revision's, interleaved in one process.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--against", help="git revision of the other engine")
+    parser.add_argument(
+        "--profile-step", metavar="MODEL", help="per-operation times of MODEL's step instead"
+    )
+    parser.add_argument("--models", nargs="+", default=None, help="default: every one")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    if args.profile_step:
+        total, rows = profile_step(args.profile_step, batch=args.batch)
+        print(f"{args.profile_step}: one call, 10 runs x 200 steps on 1 device: {total:.1f} ms")
+        for ms, n, name, text in rows[:25]:
+            print(f"{ms:8.1f} ms {100 * ms / total:5.1f}% {n:5d}x  {name}: {text}")
+        return
+    if not args.against:
+        parser.error("give --against REV or --profile-step MODEL")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    script = _COMPARE_SCRIPT.format(
+        rev=args.against,
+        models=args.models,
+        runs=args.runs,
+        steps=args.steps,
+        batch=args.batch,
+        repeats=args.repeats,
+    )
+    env = os.environ if "host_platform_device_count" in os.environ.get("XLA_FLAGS", "") else None
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env or _child_env(cores or 1),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(res.stdout)
+
+
+if __name__ == "__main__":
+    _compare_main()

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from datagen import TaskSpec, sample, task_weights, validate_correlation
 
+from . import objectives
 from .models import ModelConfig
 
 __all__ = [
@@ -44,7 +45,8 @@ __all__ = [
 #   1: threefry draws per batch, flax parameter layout of benchmark/models, optax.adam.
 #   2: Gaussians by one-output Box-Muller over threefry2x32 blocks (datagen.core._normal),
 #      not erfinv; the label noise is summed with the sinusoids; Adam folds its bias
-#      corrections into two scalars (optax.adam's formula, rounded differently).
+#      corrections into two scalars (optax.adam's formula, rounded differently); the
+#      single-task bottoms are laid out (d, K, units).
 NUMERICS_VERSION = 2
 
 LR_GRID = (1e-4, 1e-3, 1e-2)
@@ -219,7 +221,46 @@ def _adam_update(params, state, grads, rate):
     return params, (count + 1, mu, nu)
 
 
-def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfig) -> dict:
+def _diagnostics(net, params, x, y, mask, n_tasks: int) -> dict:
+    """End-of-block diagnostics that do not touch training: the tasks' gradient cosine on
+    the shared parameters (mean over task pairs; NaN if nothing is shared)."""
+    losses, grads = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
+    g = objectives.gram(grads, mask)  # (K, K)
+    norm = jnp.sqrt(jnp.maximum(jnp.diag(g), 1e-30))
+    cos = g / (norm[:, None] * norm[None, :])
+    iu = jnp.triu_indices(n_tasks, 1)
+    shared = any(bool(np.any(m)) for m in jax.tree_util.tree_leaves(mask))
+    return jnp.mean(cos[iu]) if shared and n_tasks > 1 else jnp.float32(jnp.nan)
+
+
+def _expert_cosine(net, params, x) -> jax.Array:
+    """Mean pairwise cosine between the experts' outputs on ``x`` (each expert's (B, H)
+    output flattened), over every expert group a model sows as ``expert_outputs``; NaN for
+    a model with none. 1 means every expert computes the same function (collapse)."""
+    _, state = net.apply(params, x, mutable=["intermediates"])
+    found = [
+        v
+        for path, v in jax.tree_util.tree_leaves_with_path(state)
+        if "expert_outputs" in jax.tree_util.keystr(path)
+    ]
+    if not found:
+        return jnp.float32(jnp.nan)
+    sims = []
+    for e in found:  # (B, E, H)
+        v = jnp.moveaxis(e, 1, 0).reshape(e.shape[1], -1)  # (E, B*H)
+        v = v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        c = v @ v.T
+        iu = jnp.triu_indices(e.shape[1], 1)
+        sims.append(jnp.mean(c[iu]))
+    return jnp.mean(jnp.stack(sims))
+
+
+DIAGNOSTIC_POINTS = 256  # test points the gradient cosine is measured on, at each evaluation
+
+
+def train_run(
+    key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfig, objective: str = "equal"
+) -> dict:
     """Train one run. Pure: the same (key, p, lr) gives the same numbers.
 
     Args:
@@ -229,9 +270,14 @@ def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfi
       model: architecture and sizes.
       spec: generator constants.
       cfg: training configuration.
+      objective: a registered training objective (:mod:`benchmark.objectives`); ``equal``
+        is the mean of the task MSEs.
     Returns:
       dict of arrays: ``curves`` (n_evals, K) test MSE per task; ``final`` (K,) test MSE at
-      the end; ``diverged`` () bool; ``gate_mean`` (K, E); ``gate_entropy``,
+      the end; ``diverged`` () bool; ``grad_cosine`` (n_evals,) the tasks' gradient cosine
+      on the shared parameters at each evaluation (on the first 256 test points);
+      ``expert_cosine`` () the experts' output similarity at the end; ``gate_mean`` (K, E);
+      ``gate_entropy``,
       ``gate_polarization``, ``expert_utilization`` (K,).
     """
     k_w, k_test, k_train, k_init = jax.random.split(key, 4)
@@ -267,22 +313,53 @@ def train_run(key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfi
         preds, _ = net.apply(params, x_test)
         return jnp.mean((preds - y_test) ** 2, axis=0)
 
-    def step(carry, i):
-        params, opt_state = carry
-        x, y = batch(i)
-        grads = jax.grad(loss_fn)(params, x, y)
-        return _adam_update(params, opt_state, grads, rate), None
+    mask = objectives.shared_mask_at_init(net, spec.d)  # concrete: the architecture's
+    x_diag, y_diag = x_test[:DIAGNOSTIC_POINTS], y_test[:DIAGNOSTIC_POINTS]
+
+    if objective == "equal":  # the mean of the task MSEs, one backward pass
+
+        def step(carry, i):
+            params, opt_state, st = carry
+            x, y = batch(i)
+            grads = jax.grad(loss_fn)(params, x, y)
+            return (*_adam_update(params, opt_state, grads, rate), st), None
+
+        obj_state = ()
+    else:
+        obj = objectives.get(objective)
+        loss_k = objectives.per_task_mse(net)
+        k_obj = jax.random.fold_in(key, 5)  # the objective's stream (PCGrad's order, RLW)
+
+        def step(carry, i):
+            params, opt_state, st = carry
+            x, y = batch(i)
+            g, _, st, _ = objectives.direction(
+                obj, loss_k, params, x, y, st, jax.random.fold_in(k_obj, i), mask
+            )
+            params, opt_state = _adam_update(params, opt_state, g, rate)
+            if obj.needs_new_losses:
+                st = obj.after_step(st, loss_k(params, x, y))
+            return (params, opt_state, st), None
+
+        obj_state = obj.init(cfg.n_tasks)
+
+    def evaluate(params):
+        diag = _diagnostics(net, params, x_diag, y_diag, mask, cfg.n_tasks)
+        return test_mse(params), diag
 
     def block(carry, b):
         carry, _ = jax.lax.scan(step, carry, b * cfg.eval_every + jnp.arange(cfg.eval_every))
-        return carry, test_mse(carry[0])
+        return carry, evaluate(carry[0])
 
-    initial = test_mse(params)
-    (params, _), curve = jax.lax.scan(block, (params, opt_state), jnp.arange(cfg.n_evals - 1))
-    curves = jnp.concatenate([initial[None], curve], axis=0)
+    initial = evaluate(params)
+    carry = (params, opt_state, obj_state)
+    (params, _, _), (curve, cos) = jax.lax.scan(block, carry, jnp.arange(cfg.n_evals - 1))
+    curves = jnp.concatenate([initial[0][None], curve], axis=0)
     final = curves[-1]
     _, gates = net.apply(params, x_test)
     out = {"curves": curves, "final": final}
+    out["grad_cosine"] = jnp.concatenate([initial[1][None], cos])
+    out["expert_cosine"] = _expert_cosine(net, params, x_test)
     out["diverged"] = ~(jnp.all(jnp.isfinite(curves)) & jnp.all(jnp.isfinite(final)))
     out.update(_gate_stats(gates, cfg.n_tasks))
     return out
@@ -332,18 +409,22 @@ def _compiled(
     cfg: TrainConfig,
     n_devices: int,
     group: int | str | None = "auto",
+    objective: str = "equal",
 ):
-    """The jitted trainer of ``(R,)`` runs for one (model, spec, config), sharded over runs.
+    """The jitted trainer of ``(R,)`` runs for one (model, spec, config, objective), sharded
+    over runs.
 
     Each device trains its ``R / n_devices`` runs in groups of ``group`` (``"auto"``:
     :func:`default_group`); ``R`` must be a multiple of ``n_devices``.
     """
-    return _compiled_for(model, spec, cfg, n_devices, default_group() if group == "auto" else group)
+    group = default_group() if group == "auto" else group
+    return _compiled_for(model, spec, cfg, n_devices, group, objective)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_for(model, spec, cfg, n_devices: int, group: int | None):
-    fn = _grouped(functools.partial(train_run, model=model, spec=spec, cfg=cfg), group)
+def _compiled_for(model, spec, cfg, n_devices: int, group: int | None, objective: str = "equal"):
+    run = functools.partial(train_run, model=model, spec=spec, cfg=cfg, objective=objective)
+    fn = _grouped(run, group)
     if n_devices == 1:
         return jax.jit(fn)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("runs",))
@@ -374,6 +455,7 @@ def train_many(
     cfg: TrainConfig,
     devices: int | None = None,
     group: int | str | None = "auto",
+    objective: str = "equal",
 ) -> dict:
     """Train ``R`` independent runs at once.
 
@@ -412,7 +494,8 @@ def train_many(
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
     n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
-    fn = _compiled(model, spec, cfg, n_dev, group)
+    objectives.get(objective)  # unknown names fail here with the known list
+    fn = _compiled(model, spec, cfg, n_dev, group, objective)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, p, lr))
     wall = time.perf_counter() - t0

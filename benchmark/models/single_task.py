@@ -35,8 +35,10 @@ class SingleTask(nn.Module):
     @nn.compact
     def __call__(self, x):
         d = x.shape[-1]
-        init = nn.initializers.lecun_normal(batch_axis=(0,))
-        w = self.param("bottom_kernel", init, (self.n_tasks, d, self.bottom_units))
+        # Laid out (d, K, units), so the K bottoms are one (d, K * units) matmul, forward and
+        # backward, with no transposition of the kernel at each step; fan-in d per task.
+        init = nn.initializers.lecun_normal(in_axis=0, out_axis=2, batch_axis=(1,))
+        w = self.param("bottom_kernel", init, (d, self.n_tasks, self.bottom_units))
         b = self.param("bottom_bias", nn.initializers.zeros, (self.n_tasks, self.bottom_units))
-        h = jax.nn.relu(jnp.einsum("bd,kdh->bkh", x, w) + b)
+        h = jax.nn.relu(jnp.einsum("bd,dkh->bkh", x, w) + b)
         return Towers(self.n_tasks, self.tower_units, name="towers")(h), None
