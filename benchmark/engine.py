@@ -46,7 +46,8 @@ __all__ = [
 #   2: Gaussians by one-output Box-Muller over threefry2x32 blocks (datagen.core._normal),
 #      not erfinv; the label noise is summed with the sinusoids; Adam folds its bias
 #      corrections into two scalars (optax.adam's formula, rounded differently); the
-#      single-task bottoms are laid out (d, K, units).
+#      single-task bottoms are laid out (d, K, units); CGC/PLE's first layer contracts x
+#      once instead of a copy per task (same parameters, other float rounding).
 NUMERICS_VERSION = 2
 
 LR_GRID = (1e-4, 1e-3, 1e-2)

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 class Experts(nn.Module):
     """``num_experts`` single-layer ReLU experts, computed as one fused matmul.
 
-    Input ``(B, d)``, output ``(B, num_experts, units)``.
+    Input ``(B, d)``, output ``(B, num_experts, units)``. The output is also sown as
+    ``intermediates/expert_outputs`` (a no-op unless that collection is mutable), which the
+    engine reads for its expert-collapse measure.
     """
 
     num_experts: int
@@ -19,7 +21,9 @@ class Experts(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = nn.Dense(self.num_experts * self.units, name="dense")(x)
-        return jax.nn.relu(h).reshape(x.shape[:-1] + (self.num_experts, self.units))
+        out = jax.nn.relu(h).reshape(x.shape[:-1] + (self.num_experts, self.units))
+        self.sow("intermediates", "expert_outputs", out)
+        return out
 
 
 class Gates(nn.Module):
@@ -70,10 +74,12 @@ class Extraction(nn.Module):
     """One extraction layer of PLE (a CGC block): task-specific plus shared experts.
 
     Input ``(B, K + 1, D)``: row k < K feeds task k's experts and gate, row K feeds the
-    shared experts (and the shared gate). Output ``(outputs, task_gates)`` with outputs of
-    shape ``(B, K + 1, H)`` when ``shared_gate`` (row K mixes every expert for the next
-    layer) or ``(B, K, H)`` otherwise, and ``task_gates`` of shape ``(B, K, E_t + E_s)``:
-    task k's weights over its own E_t experts followed by the E_s shared ones.
+    shared experts (and the shared gate); or ``(B, D)``, one input that feeds every row
+    (the first layer), contracted once with no copy per row. Output
+    ``(outputs, task_gates)`` with outputs of shape ``(B, K + 1, H)`` when ``shared_gate``
+    (row K mixes every expert for the next layer) or ``(B, K, H)`` otherwise, and
+    ``task_gates`` of shape ``(B, K, E_t + E_s)``: task k's weights over its own E_t
+    experts followed by the E_s shared ones.
     """
 
     n_tasks: int
@@ -87,13 +93,16 @@ class Extraction(nn.Module):
         k, et, es, h = self.n_tasks, self.task_experts, self.shared_experts, self.units
         b, d = inputs.shape[0], inputs.shape[-1]
         init = nn.initializers.lecun_normal(batch_axis=(0,))
-        task_in, shared_in = inputs[:, :k], inputs[:, k]
+        if inputs.ndim == 2:  # one input for every row
+            task_in, shared_in, spec = inputs, inputs, "bd,kdf->bkf"
+        else:
+            task_in, shared_in, spec = inputs[:, :k], inputs[:, k], "bkd,kdf->bkf"
         wt = self.param("task_expert_kernel", init, (k, d, et * h))
         bt = self.param("task_expert_bias", nn.initializers.zeros, (k, et * h))
-        task_exp = jax.nn.relu(jnp.einsum("bkd,kdf->bkf", task_in, wt) + bt).reshape(b, k, et, h)
+        task_exp = jax.nn.relu(jnp.einsum(spec, task_in, wt) + bt).reshape(b, k, et, h)
         shared_exp = Experts(es, h, name="shared_experts")(shared_in)  # (B, Es, H)
         wg = self.param("task_gate_kernel", init, (k, d, et + es))
-        gates = jax.nn.softmax(jnp.einsum("bkd,kde->bke", task_in, wg), axis=-1)
+        gates = jax.nn.softmax(jnp.einsum(spec, task_in, wg), axis=-1)
         candidates = jnp.concatenate(
             [task_exp, jnp.broadcast_to(shared_exp[:, None], (b, k, es, h))], axis=2
         )  # (B, K, Et + Es, H)

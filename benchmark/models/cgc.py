@@ -5,7 +5,6 @@ PLE with a single extraction layer."""
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from . import register
 from ._layers import Extraction, Towers
@@ -39,7 +38,6 @@ class CGC(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        inputs = jnp.broadcast_to(x[:, None], (x.shape[0], self.n_tasks + 1, x.shape[-1]))
         h, gates = Extraction(
             self.n_tasks,
             self.task_experts,
@@ -47,5 +45,5 @@ class CGC(nn.Module):
             self.expert_units,
             shared_gate=False,
             name="extraction",
-        )(inputs)
+        )(x)  # x feeds every task's and the shared experts
         return Towers(self.n_tasks, self.tower_units, name="towers")(h), gates

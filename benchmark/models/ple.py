@@ -6,7 +6,6 @@ mixture of all experts feeds the next layer's shared experts."""
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from . import register
 from ._layers import Extraction, Towers
@@ -40,7 +39,7 @@ class PLE(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = jnp.broadcast_to(x[:, None], (x.shape[0], self.n_tasks + 1, x.shape[-1]))
+        h = x  # the first layer's experts all read x; later ones read (B, K + 1, H)
         gates = None
         for level in range(self.levels):
             h, gates = Extraction(
