@@ -1,7 +1,7 @@
 """``python -m benchmark bench``: the engine against a naive loop and the machine's peak.
 
-Everything but the 1-core probe is measured in one process, so every ratio comes from the
-same conditions:
+Everything but the 1-core probe is measured in one process, at the default profile's batch
+of 32 unless ``--batch`` says otherwise, so every ratio comes from the same conditions:
 
 - engine: ``train_many`` over S runs (vmap + scan, sharded over every device), timed
   after compilation, in two data regimes: streaming (a fresh batch every step, what the
@@ -15,6 +15,10 @@ same conditions:
 - achieved: FLOPs of one compiled training step of the model (XLA cost analysis; data
   generation not counted) x steps / time, and efficiency = achieved / peak;
 - overheads: compile time, and the peak resident memory of the process so far.
+
+``python -m benchmark.bench --against REV`` times this engine against git revision REV's
+(its engine, generator and models), interleaved in one process; ``--profile-step MODEL``
+prints where the time of MODEL's compiled step goes, operation by operation.
 """
 
 from __future__ import annotations
@@ -496,7 +500,8 @@ def compare_engines(
     log = log or (lambda s: None)
     old_engine, old_models = _load_revision(rev)
     spec = get_preset("kdd18")
-    models = models or ordered(names())
+    # Default: every architecture that both revisions have.
+    models = models or [m for m in ordered(names()) if m in old_models.names()]
     n_dev = jax.device_count()
     runs = -(-runs // n_dev) * n_dev
     keys = run_keys(0, runs)
@@ -604,7 +609,9 @@ def _compare_main(argv=None) -> None:
     parser.add_argument(
         "--profile-step", metavar="MODEL", help="per-operation times of MODEL's step instead"
     )
-    parser.add_argument("--models", nargs="+", default=None, help="default: every one")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="default: every one both revisions have"
+    )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
