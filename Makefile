@@ -8,7 +8,7 @@ PROFILE ?= default
 FIGDIR := $(if $(filter default,$(PROFILE)),figures,results/$(PROFILE)/figures)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test reproduce figures report dry-run list lint format bench clean
+.PHONY: install test reproduce extend figures report dry-run list lint format bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 
 report: $(STAMP)  ## the claims' verdicts and every cell, as markdown, from stored numbers
 	$(PY) -m benchmark report --profile $(PROFILE)
+
+extend: $(STAMP)  ## the objectives and gradient-conflict studies (not in `make reproduce`)
+	$(PY) -m benchmark run objectives gradient_conflict --profile $(PROFILE)
 
 dry-run: $(STAMP)  ## what `make reproduce` would train, without training
 	$(PY) -m benchmark run all --profile $(PROFILE) --dry-run

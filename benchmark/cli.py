@@ -55,9 +55,9 @@ def _check_models(models: list[str] | None) -> list[str] | None:
 
 
 def cmd_list(args) -> None:
+    from . import objectives
     from .experiments import PROFILES
     from .models import get, names, param_count
-    from .spec import OBJECTIVES
 
     archs = {}
     for n in names():
@@ -82,7 +82,7 @@ def cmd_list(args) -> None:
                 {
                     "architectures": archs,
                     "experiments": exps,
-                    "objectives": list(OBJECTIVES),
+                    "objectives": objectives.describe(),
                     "profiles": list(PROFILES),
                 }
             )
@@ -93,8 +93,9 @@ def cmd_list(args) -> None:
     for n, a in archs.items():
         print(f"  {n:<{width}} {a['params']:>6}  {a['description']}  [{a['paper']}]")
     print("experiments (* = part of `run all`):")
+    width = max(map(len, exps))
     for n, e in exps.items():
-        print(f"  {n:<12}{'*' if e['in_all'] else ' '} {e['description']}")
+        print(f"  {n:<{width}} {'*' if e['in_all'] else ' '} {e['description']}")
     print("profiles: " + ", ".join(PROFILES))
 
 

@@ -57,6 +57,11 @@ ARRAY_KEYS = (
     "gate_polarization",
     "expert_utilization",
 )
+# Measures that cells trained before they existed lack: NaN there, of these shapes.
+OPTIONAL_KEYS = {
+    "grad_cosine": lambda a: np.full(a["curves"].shape[:2], np.nan, np.float32),
+    "expert_cosine": lambda a: np.full(a["curves"].shape[:1], np.nan, np.float32),
+}
 
 
 class ResultsError(ValueError):
@@ -117,6 +122,9 @@ def read_npz(path: Path, expect_key: str | None = None) -> tuple[dict, dict]:
         missing = [k for k in ARRAY_KEYS if k not in arrays]
         if missing:
             raise ValueError(f"missing arrays {missing}")
+        for k, fill in OPTIONAL_KEYS.items():
+            if k not in arrays:
+                arrays[k] = fill(arrays)
     except Exception as e:  # any decoding problem is a corrupt file for the user
         raise ResultsError(
             f"corrupt results file {path} ({type(e).__name__}: {e}); delete it and rerun "
@@ -340,7 +348,15 @@ def _train_chunk(chunk: Chunk, root: Path) -> float:
     spec = chunk.spec
     lr = _lr_for(spec, root)
     keys = run_keys(spec.seed, chunk.size, chunk.start)
-    out = train_many(keys, spec.corr_array(), lr, model=spec.model, spec=spec.task, cfg=spec.train)
+    out = train_many(
+        keys,
+        spec.corr_array(),
+        lr,
+        model=spec.model,
+        spec=spec.task,
+        cfg=spec.train,
+        objective=spec.objective,
+    )
     wall = float(out.pop("wall_s"))
     meta = {
         "key": spec.key(),
@@ -423,13 +439,13 @@ def _complete_cell(root: Path, profile: Profile, spec: RunSpec, n: int) -> bool:
     parts, metas = [], []
     if have:
         arrays, meta = read_npz(_cell_path(root, key), key)
-        parts.append({k: arrays[k][:have] for k in ARRAY_KEYS})
+        parts.append({k: arrays[k][:have] for k in (*ARRAY_KEYS, *OPTIONAL_KEYS)})
         metas.append(meta)
     for c in pieces:
         arrays, meta = read_npz(c.path(root), key)
         parts.append(arrays)
         metas.append(meta)
-    arrays = {k: np.concatenate([p[k] for p in parts])[:n] for k in ARRAY_KEYS}
+    arrays = {k: np.concatenate([p[k] for p in parts])[:n] for k in (*ARRAY_KEYS, *OPTIONAL_KEYS)}
     lrs = sorted({m["lr"] for m in metas})
     if len(lrs) != 1:
         raise ResultsError(f"the pieces of cell {key} in {root} disagree on the learning rate")
@@ -599,7 +615,7 @@ def load_experiment(root: Path, name: str) -> Results:
                 f"results file {_cell_path(root, rec['key'])} holds {arrays['final'].shape[0]} "
                 f"runs, experiment '{name}' needs {n}; delete it and rerun"
             )
-        arrays = _apply_divergence_rule({k: arrays[k][:n] for k in ARRAY_KEYS})
+        arrays = _apply_divergence_rule({k: arrays[k][:n] for k in (*ARRAY_KEYS, *OPTIONAL_KEYS)})
         cells.append(CellResult(rec, arrays))
     return Results(name, manifest, cells)
 

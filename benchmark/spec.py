@@ -21,14 +21,11 @@ import numpy as np
 
 from datagen import TaskSpec, validate_correlation
 
-from . import engine
+from . import engine, objectives
 from .engine import LR_GRID, TrainConfig
 from .models import ModelConfig
 
-__all__ = ["LRSelect", "RunSpec", "OBJECTIVES", "task_constants"]
-
-# Training objectives the engine implements. ``equal``: the mean of the K tasks' MSEs.
-OBJECTIVES = ("equal",)
+__all__ = ["LRSelect", "RunSpec", "task_constants"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +73,8 @@ class RunSpec:
         as a tuple of rows.
       train: training configuration (steps, batch, evaluation, K = ``train.n_tasks``).
       lr: the Adam learning rate, or the :class:`LRSelect` rule that picks it.
-      objective: training objective (see ``OBJECTIVES``).
+      objective: a registered training objective (:mod:`benchmark.objectives`); its name
+        is hashed (its hyper-parameters are the paper defaults).
       seed: root of the run keys; run ``i`` uses ``fold_in(key(seed), i)``.
       numerics: the engine's ``NUMERICS_VERSION`` (bumped by any change of numbers); None
         (the default) takes the engine's current version.
@@ -103,9 +101,9 @@ class RunSpec:
             if not (math.isfinite(lr) and lr > 0):
                 raise ValueError(f"learning rate lr must be a finite number > 0, got {self.lr!r}")
             object.__setattr__(self, "lr", lr)
-        if self.objective not in OBJECTIVES:
+        if self.objective not in objectives.names():
             raise ValueError(
-                f"objective must be one of: {', '.join(OBJECTIVES)}; got {self.objective!r}"
+                f"objective must be one of: {', '.join(objectives.names())}; got {self.objective!r}"
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")

@@ -17,15 +17,17 @@ PS = (0.5, 0.9, 1.0)
 STEPS = np.arange(0, 2001, 500)
 
 
-def _cell(model, x, final, curves=None):
+def _cell(model, x, final, curves=None, objective="equal", grad_cosine=None):
     final = np.asarray(final, dtype=np.float64)
     if final.ndim == 1:
         final = np.stack([final, final], axis=1)
     if curves is None:
         curves = np.repeat(final[:, None, :], STEPS.size, axis=1)
-    meta = {"series": model, "model": model, "x": x, "n_runs": final.shape[0],
-            "key": f"{model}-{x}", "objective": "equal", "corr": x}  # fmt: skip
+    meta = {"series": f"{model} {objective}", "model": model, "x": x, "n_runs": final.shape[0],
+            "key": f"{model}-{x}-{objective}", "objective": objective, "corr": x}  # fmt: skip
     arrays = {"final": final, "curves": curves, "diverged": np.zeros(final.shape[0], bool)}
+    if grad_cosine is not None:
+        arrays["grad_cosine"] = grad_cosine
     return CellResult(meta, arrays)
 
 
@@ -86,7 +88,31 @@ def depth(deep_loss):
     return _results("depth", cells)
 
 
+def objectives_results(sb_pcgrad):
+    """SB and MMoE under equal weights and PCGrad; SB-PCGrad's level is ``sb_pcgrad``."""
+    z = _draws()
+    level = {("shared_bottom", "equal"): 0.4, ("mmoe", "equal"): 0.2,
+             ("shared_bottom", "pcgrad"): sb_pcgrad, ("mmoe", "pcgrad"): 0.2}  # fmt: skip
+    cells = [_cell(m, x, v + 0.02 * z(), objective=o)
+             for (m, o), v in level.items() for x in (0.0, 0.2, 0.5, 1.0)]  # fmt: skip
+    return _results("objectives", cells)
+
+
+def conflict(rises=True):
+    """The gradient cosine of two models at p = 0 and p = 1."""
+    z = _draws()
+    cells = []
+    for m in ("shared_bottom", "mmoe"):
+        for x in (0.0, 1.0):
+            level = (0.5 if x == 1.0 else 0.0) if rises else 0.1
+            cos = np.repeat((level + 0.05 * z())[:, None], STEPS.size, axis=1)
+            cells.append(_cell(m, x, 0.3 + 0.01 * z(), grad_cosine=cos))
+    return _results("gradient_conflict", cells)
+
+
 FIXTURES = {
+    "objectives.close_gap": (objectives_results(0.25), objectives_results(0.38)),
+    "gradient_conflict.falls": (conflict(True), conflict(False)),
     "depth.ple_lead_is_depth": (depth(0.12), depth(0.25)),
     "fig3.ordering": (fig3(), fig3(final_offsets=(0.2, 0.0, 0.1))),
     "fig4.monotone": (fig4(), fig4(loc={"mmoe": (0.3, 0.15, 0.15)})),

@@ -22,7 +22,7 @@ import pytest
 from benchmark import engine
 from benchmark.engine import LR_GRID, TrainConfig, run_keys, select_lr, train_many
 from benchmark.models import ModelConfig
-from benchmark.runner import ARRAY_KEYS
+from benchmark.runner import ARRAY_KEYS, OPTIONAL_KEYS
 from datagen import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,11 @@ def base():
 
 
 def test_result_layout(base):
-    assert set(base) == set(ARRAY_KEYS) | {"wall_s"}
+    assert set(base) == set(ARRAY_KEYS) | set(OPTIONAL_KEYS) | {"wall_s"}
     assert base["curves"].shape == (3, CFG.n_evals, 2)
+    assert base["grad_cosine"].shape == (3, CFG.n_evals) and base["expert_cosine"].shape == (3,)
+    assert np.all(np.abs(base["grad_cosine"]) <= 1 + 1e-5)
+    assert np.all((base["expert_cosine"] > -1) & (base["expert_cosine"] <= 1 + 1e-5))
     assert base["final"].shape == (3, 2)
     assert base["diverged"].shape == (3,) and base["diverged"].dtype == bool
     assert not base["diverged"].any()

@@ -20,7 +20,7 @@ import pytest
 
 from benchmark import cli, experiments, models, runner
 from benchmark.experiments import PLE_CORRS, get_profile
-from benchmark.report import build_summary, check_claims
+from benchmark.report import assembled, build_summary, check_claims
 from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
 
 SMOKE = get_profile("smoke")
@@ -255,7 +255,9 @@ def test_editing_a_preset_constant_plans_every_affected_cell(monkeypatch):
 
 def test_the_committed_default_results_load(tmp_path):
     root = REPO / "results" / "default"
-    for name in ALL:
+    stored = [e.name for e in assembled(root, _exps(ALL))]
+    assert {"fig3", "fig4", "relatedness", "mtl_gain", "gates"} <= set(stored)
+    for name in stored:
         res = load_experiment(root, name)
         assert res.cells and all(c.final.shape[1] == 2 for c in res.cells)
     fig4 = load_experiment(root, "fig4")
@@ -345,7 +347,11 @@ def test_cli_list_json(capsys):
     for info in out["architectures"].values():
         assert set(info) == {"params", "label", "description", "paper"}
         assert isinstance(info["params"], int) and info["params"] > 0
-    assert out["objectives"] == ["equal"]
+    from benchmark import objectives
+
+    assert list(out["objectives"]) == objectives.names() and "equal" in out["objectives"]
+    for info in out["objectives"].values():
+        assert {"description", "paper"} <= set(info) and info["description"] and info["paper"]
 
 
 def test_shards_merge_to_the_same_results(tmp_path, smoke_root):

@@ -163,7 +163,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
 register(
     Experiment(
         name="budget",
-        description="final-loss distributions at 10k-80k steps; the protocol's budget rule",
+        description="final-loss distributions from 1/8 to 2x the steps; the protocol's budget rule",
         cells=cells,
         figures=(draw,),
         in_all=False,

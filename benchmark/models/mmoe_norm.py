@@ -61,5 +61,6 @@ class MMoENorm(nn.Module):
         scale = self.param("norm_scale", nn.initializers.ones, (e, h))
         shift = self.param("norm_shift", nn.initializers.zeros, (e, h))
         experts = jax.nn.silu(scale * (u - mean) / jnp.sqrt(var + EPS) + shift)  # (B, E, H)
+        self.sow("intermediates", "expert_outputs", experts)  # read by the engine only
         gates = Gates(self.n_tasks, e, name="gates")(x)  # (B, K, E)
         return Towers(self.n_tasks, self.tower_units, name="towers")(mix(gates, experts)), gates
