@@ -786,8 +786,15 @@ def test_python_m_datagen_sigint_exits_130():
     try:
         assert proc.stdout.readline() == "ready\n"
         time.sleep(1.0)  # inside the calibration search
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        # Python acts on a signal between bytecodes; on a loaded machine the child may sit
+        # in one long XLA call, so press Ctrl-C again if it has not ended after a minute.
+        for _ in range(5):
+            proc.send_signal(signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         if proc.poll() is None:
             proc.kill()
