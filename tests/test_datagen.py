@@ -773,7 +773,9 @@ def test_cli_interrupt_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypa
 
 def test_python_m_datagen_sigint_exits_130():
     code = (
-        "import sys; from datagen import cli; print('ready', flush=True); "
+        # A child of a background job inherits SIGINT ignored; a terminal's Ctrl-C is not.
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from datagen import cli; print('ready', flush=True); "
         "sys.exit(cli.main(['calibrate', '--seeds', '100000000']))"
     )
     proc = subprocess.Popen(
