@@ -225,7 +225,7 @@ def _adam_update(params, state, grads, rate):
 def _diagnostics(net, params, x, y, mask, n_tasks: int) -> dict:
     """End-of-block diagnostics that do not touch training: the tasks' gradient cosine on
     the shared parameters (mean over task pairs; NaN if nothing is shared)."""
-    losses, grads = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
+    _, grads = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
     g = objectives.gram(grads, mask)  # (K, K)
     norm = jnp.sqrt(jnp.maximum(jnp.diag(g), 1e-30))
     cos = g / (norm[:, None] * norm[None, :])

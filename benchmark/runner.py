@@ -220,39 +220,28 @@ class Plan:
       need: ``{key: (spec, runs)}``: every spec they use, with the most runs any asks for.
       chunks: this shard's chunks that are not on disk yet.
       skipped: this shard's chunks already on disk (interrupted work).
-      lr_runs: runs that learning-rate selection will train first.
+      lr_specs: specs of those chunks whose learning rate is still to be selected.
     """
 
     experiments: list[Experiment]
     need: dict[str, tuple[RunSpec, int]]
     chunks: list[Chunk]
     skipped: int
-    lr_runs: int
+    lr_specs: list[RunSpec]
 
     def counts(self) -> dict:
         """``cells_to_train``, ``runs_to_train`` and ``run_steps_to_train`` (LR selection
         included), for ``--dry-run``."""
-        runs = sum(c.size for c in self.chunks) + self.lr_runs
+        lr_runs = [len(s.lr.grid) * s.lr.n_runs for s in self.lr_specs]
         steps = sum(c.size * c.spec.train.steps for c in self.chunks)
-        steps += sum(self._lr_steps(s) for s in self._lr_specs())
+        steps += sum(r * s.train.steps for r, s in zip(lr_runs, self.lr_specs, strict=True))
         return {
             "cells_to_train": len({c.spec.key() for c in self.chunks}),
-            "runs_to_train": runs,
+            "runs_to_train": sum(c.size for c in self.chunks) + sum(lr_runs),
             "run_steps_to_train": steps,
             "chunks_to_train": len(self.chunks),
             "chunks_on_disk": self.skipped,
         }
-
-    def _lr_specs(self) -> list[RunSpec]:
-        seen = {}
-        for c in self.chunks:
-            if isinstance(c.spec.lr, LRSelect):
-                seen[c.spec.key()] = c.spec
-        return list(seen.values())
-
-    @staticmethod
-    def _lr_steps(spec: RunSpec) -> int:
-        return len(spec.lr.grid) * spec.lr.n_runs * spec.train.steps
 
 
 def _chunks(spec: RunSpec, have: int, n: int, chunk: int) -> list[Chunk]:
@@ -307,12 +296,9 @@ def plan(
     i, n = shard
     mine = [c for k, c in enumerate(chunks) if k % n == i]
     todo = [c for c in mine if not c.path(root).exists()]
-    lr_runs = sum(
-        s.lr.n_runs * len(s.lr.grid)
-        for s in {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}.values()
-        if not (root / "lr" / f"{s.key()}.json").exists()
-    )
-    return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_runs)
+    selecting = {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}
+    lr_specs = [s for k, s in selecting.items() if not (root / "lr" / f"{k}.json").exists()]
+    return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_specs)
 
 
 # ----------------------------------------------------------------------------- running
