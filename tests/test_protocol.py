@@ -57,9 +57,12 @@ def test_budget_rule_refuses_a_budget_whose_losses_still_travel():
 
 def test_budget_cells_scale_with_the_profile():
     late = get_profile("late")
-    assert budget.budgets(late) == (10_000, 20_000, 40_000, 80_000, 160_000)
+    assert budget.budgets(late) == (20_000, 40_000, 80_000, 160_000, 320_000)
     cells = budget.cells(late)
     assert len(cells) == 5 * 3 * 3 and all(c.n_runs >= 32 for c in cells)
+    # The candidate's own budget and its double train first: a cut run has decided it.
+    assert [c.spec.train.steps for c in cells[:18]] == [160_000] * 9 + [320_000] * 9
+    assert sorted(budget.SCALES) == sorted(budget.TRAIN_ORDER)
     # The late profile's own budget is the same spec as its fig4 cells: reused, not retrained.
     from benchmark.experiments import get
 
