@@ -311,7 +311,7 @@ def cmd_bench(args) -> None:
 
 def _add_profile(p) -> None:
     p.add_argument(
-        "--profile", default="default", help="smoke, quick, default or paper (see `list`)"
+        "--profile", default="default", help="smoke, quick, default, late or paper (see `list`)"
     )
 
 
