@@ -73,8 +73,8 @@ class RunSpec:
         as a tuple of rows.
       train: training configuration (steps, batch, evaluation, K = ``train.n_tasks``).
       lr: the Adam learning rate, or the :class:`LRSelect` rule that picks it.
-      objective: a registered training objective (:mod:`benchmark.objectives`); its name
-        is hashed (its hyper-parameters are the paper defaults).
+      objective: a registered training objective (:mod:`benchmark.objectives`), trained
+        with its paper defaults; its name and those hyper-parameters are hashed.
       seed: root of the run keys; run ``i`` uses ``fold_in(key(seed), i)``.
       numerics: the engine's ``NUMERICS_VERSION`` (bumped by any change of numbers); None
         (the default) takes the engine's current version.
@@ -130,12 +130,12 @@ class RunSpec:
         )
         corr = [list(r) for r in self.corr] if self.is_matrix else self.corr
         return {
-            "model": {"name": self.model.name, "overrides": dict(self.model.overrides)},
+            "model": {"name": self.model.name, "sizes": self.model.sizes()},
             "task": task_constants(self.task),
             "corr": corr,
             "train": self.train.to_dict(),
             "lr": lr,
-            "objective": self.objective,
+            "objective": {"name": self.objective, "hyper": objectives.get(self.objective).hyper()},
             "seed": self.seed,
             "numerics": self.numerics,
         }

@@ -51,8 +51,29 @@ def test_identical_specs_share_a_key_and_every_field_changes_it():
     assert _spec(task=TASK.replace(name="another name")).key() == key
 
 
+def test_a_changed_default_changes_the_key(monkeypatch):
+    """The hash holds the resolved sizes and hyper-parameters, not only the overrides: a
+    default changed in the code never reuses results stored under the old one."""
+    from benchmark import objectives
+    from benchmark.models import _hyper_fields, get
+
+    key, gradnorm = _spec().key(), _spec(objective="gradnorm").key()
+    # An override equal to the default is the same run: the same hashed content.
+    assert _spec(model=ModelConfig.of("mmoe", num_experts=8)).canonical() == _spec().canonical()
+    monkeypatch.setattr(_hyper_fields(get("mmoe").cls)["expert_units"], "default", 32)
+    assert _spec().canonical()["model"]["sizes"]["expert_units"] == 32
+    assert _spec().key() != key
+    cls = type(objectives.get("gradnorm"))
+    monkeypatch.setattr(cls, "hyper", lambda self: {"alpha": 0.5, "lr": 1e-3})
+    assert _spec(objective="gradnorm").key() != gradnorm
+
+
 def test_objective_is_named_in_the_hash_and_validated():
-    assert _spec().canonical()["objective"] == "equal"
+    assert _spec().canonical()["objective"] == {"name": "equal", "hyper": {}}
+    assert _spec(objective="gradnorm").canonical()["objective"] == {
+        "name": "gradnorm",
+        "hyper": {"alpha": 1.5, "lr": 1e-3},
+    }
     assert _spec(objective="equal").key() == _spec().key()
     assert _spec(objective="pcgrad").key() != _spec().key()
     with pytest.raises(ValueError, match="objective must be one of: equal, .*pcgrad"):

@@ -143,6 +143,13 @@ class ModelConfig:
                 raise ValueError(f"{self.name}.{key} must be a positive integer, got {value!r}")
         return arch.cls(**kwargs)
 
+    def sizes(self) -> dict[str, Any]:
+        """Every size field of the architecture but ``n_tasks``, its default or override:
+        what a run spec hashes, so that a changed default never reuses stored results."""
+        fields = _hyper_fields(get(self.name).cls)
+        given = dict(self.overrides)
+        return {k: given.get(k, f.default) for k, f in fields.items() if k != "n_tasks"}
+
     def label(self) -> str:
         """``name`` or ``name(field=value, ...)``: unique per config, for file names and keys."""
         if not self.overrides:
