@@ -179,14 +179,14 @@ def _naive_steps_per_s(
     return steps / best
 
 
-def _engine(model, spec, cfg, runs, devices, repeats=REPEATS, group="auto"):
+def _engine(model, spec, cfg, runs, devices, repeats=REPEATS, group="auto", objective="equal"):
     """``(run-steps/s, compile seconds)`` of the compiled trainer of ``runs`` runs.
 
     ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs
     (with ``group`` runs per group): the best of ``repeats`` calls.
     """
     keys = run_keys(0, runs)
-    fn = _compiled(model, spec, cfg, devices, group)
+    fn = _compiled(model, spec, cfg, devices, group, objective)
     p = jnp.full((runs,), 0.9, jnp.float32)
     lr = jnp.full((runs,), 2e-3, jnp.float32)
     t0 = time.perf_counter()
@@ -245,6 +245,44 @@ def _child_number(script: str, env: dict | None, what: str) -> float:
     return float(res.stdout.strip().splitlines()[-1])
 
 
+def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repeats: int, log=None):
+    """The engine's streaming training cost of each objective against ``equal``:
+    ``{model: {objective: {"run_steps_per_s", "ratio"}}}``, ratio = equal's rate / its rate.
+
+    The compiled programs of one model are timed in turns, ``repeats`` rounds, best of each:
+    the machine's drift hits every objective alike.
+    """
+    from .objectives import names as objective_names
+
+    log = log or (lambda s: None)
+    objectives = ["equal", *(o for o in objectives or objective_names() if o != "equal")]
+    n_dev = jax.device_count()
+    keys = run_keys(0, runs)
+    p = jnp.full((runs,), 0.9, jnp.float32)
+    lr = jnp.full((runs,), 2e-3, jnp.float32)
+    out = {}
+    for name in models:
+        fns = {
+            o: _compiled(ModelConfig.of(name), spec, cfg, n_dev, "auto", o)
+            .lower(keys, p, lr)
+            .compile()
+            for o in objectives
+        }
+        best = dict.fromkeys(objectives, math.inf)
+        for _ in range(repeats):
+            for o, fn in fns.items():
+                t0 = time.perf_counter()
+                jax.block_until_ready(fn(keys, p, lr))
+                best[o] = min(best[o], time.perf_counter() - t0)
+        rows = out[name] = {
+            o: {"run_steps_per_s": runs * cfg.steps / t, "ratio": t / best["equal"]}
+            for o, t in best.items()
+        }
+        log(f"{name:<14} cost against equal: " + ", ".join(
+            f"{o} {r['ratio']:.2f}x" for o, r in rows.items()))  # fmt: skip
+    return out
+
+
 def group_sweep(models, spec, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
     """Engine run-steps/s for each run-group size: ``{model: {group: rate}}``.
 
@@ -269,6 +307,7 @@ def measure(
     log=None,
     batch: int = DEFAULT_BATCH,
     groups=None,
+    objectives=None,
 ) -> dict:
     """Run every measurement and return the JSON-ready result.
 
@@ -350,6 +389,12 @@ def measure(
     if groups:
         sweep_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
         result["group_sweep"] = group_sweep(sweep_models, spec, cfg_mem, runs, groups, log)
+        result["group_sweep_stream"] = group_sweep(sweep_models, spec, cfg, runs, groups, log)
+    if objectives is not None:
+        cost_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
+        result["objective_cost"] = objective_costs(
+            cost_models, objectives, spec, cfg, runs, repeats, log
+        )
     peak = result["peak_gflops"] = max(peaks)
     log(f"best peak reading {peak:.1f} GFLOP/s (readings: {', '.join(f'{p:.0f}' for p in peaks)})")
     for name, entry in result["architectures"].items():
@@ -410,6 +455,7 @@ def main(
     batch=DEFAULT_BATCH,
     memory=False,
     groups=None,
+    objectives=None,
 ) -> None:
     if runs is not None and runs < 1:
         raise ValueError(f"--runs must be a positive integer, got {runs}")
@@ -423,7 +469,20 @@ def main(
         print(s, file=sys.stderr if as_json else sys.stdout, flush=True)
 
     groups = parse_groups(groups)
-    res = measure(quick=quick, runs=runs, models=models, log=log, batch=batch, groups=groups)
+    if objectives:
+        from .objectives import get as get_objective
+
+        for o in objectives:
+            get_objective(o)  # unknown names fail here with the known list
+    res = measure(
+        quick=quick,
+        runs=runs,
+        models=models,
+        log=log,
+        batch=batch,
+        groups=groups,
+        objectives=objectives,
+    )
     if memory:
         res["memory_mb_by_runs"] = memory_scaling(batch=batch)
         log(
@@ -540,7 +599,13 @@ def compare_engines(
     return out
 
 
-def profile_step(model: str, runs: int = 10, steps: int = 200, batch: int = DEFAULT_BATCH):
+def profile_step(
+    model: str,
+    runs: int = 10,
+    steps: int = 200,
+    batch: int = DEFAULT_BATCH,
+    objective: str = "equal",
+):
     """Where a streaming step's time goes: XLA:CPU's per-operation times, from a trace.
 
     Traces one call of the compiled trainer of ``runs`` runs (one group) for ``steps``
@@ -558,7 +623,7 @@ def profile_step(model: str, runs: int = 10, steps: int = 200, batch: int = DEFA
     keys = run_keys(0, runs)
     p = jnp.full((runs,), 0.9, jnp.float32)
     lr = jnp.full((runs,), 2e-3, jnp.float32)
-    fn = _compiled(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs)
+    fn = _compiled(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs, objective)
     compiled = fn.lower(keys, p, lr).compile()
     jax.block_until_ready(compiled(keys, p, lr))
     folder = tempfile.mkdtemp(prefix="step_trace_")
@@ -612,6 +677,9 @@ def _compare_main(argv=None) -> None:
     parser.add_argument(
         "--models", nargs="+", default=None, help="default: every one both revisions have"
     )
+    parser.add_argument(
+        "--objective", default="equal", help="with --profile-step: the training objective"
+    )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
@@ -619,8 +687,9 @@ def _compare_main(argv=None) -> None:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.profile_step:
-        total, rows = profile_step(args.profile_step, batch=args.batch)
-        print(f"{args.profile_step}: one call, 10 runs x 200 steps on 1 device: {total:.1f} ms")
+        total, rows = profile_step(args.profile_step, batch=args.batch, objective=args.objective)
+        what = f"{args.profile_step} ({args.objective})"
+        print(f"{what}: one call, 10 runs x 200 steps on 1 device: {total:.1f} ms")
         for ms, n, name, text in rows[:25]:
             print(f"{ms:8.1f} ms {100 * ms / total:5.1f}% {n:5d}x  {name}: {text}")
         return

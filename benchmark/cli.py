@@ -306,6 +306,7 @@ def cmd_bench(args) -> None:
         batch=args.batch,
         memory=args.memory,
         groups=args.groups,
+        objectives=args.objectives,
     )
 
 
@@ -422,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=None,
         help="also time shared_bottom and mmoe at these runs per group (integers, or all)",
+    )
+    p.add_argument(
+        "--objectives",
+        nargs="*",
+        metavar="NAME",
+        default=None,
+        help="also time the engine's step with each of these objectives (none named: every "
+        "registered one) against equal weights, for shared_bottom and mmoe",
     )
     p.set_defaults(func=cmd_bench)
     return parser

@@ -426,14 +426,41 @@ def _compiled(
 def _compiled_for(model, spec, cfg, n_devices: int, group: int | None, objective: str = "equal"):
     run = functools.partial(train_run, model=model, spec=spec, cfg=cfg, objective=objective)
     fn = _grouped(run, group)
+    options = _compiler_options(objective)
     if n_devices == 1:
-        return jax.jit(fn)
+        return jax.jit(fn, compiler_options=options)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("runs",))
     spec_runs = PartitionSpec("runs")
     # Every run is independent: each device computes its own runs, no communication.
     return jax.jit(
-        jax.shard_map(fn, mesh=mesh, in_specs=spec_runs, out_specs=spec_runs, check_vma=False)
+        jax.shard_map(fn, mesh=mesh, in_specs=spec_runs, out_specs=spec_runs, check_vma=False),
+        compiler_options=options,
     )
+
+
+def _compiler_options(objective: str) -> dict | None:
+    """XLA options of a trainer: None (XLA's defaults) for the equal-weight step.
+
+    On a CPU, the objectives' per-task-gradient helpers (``gram``, ``combine``: K x n
+    multiply-reductions per leaf) run slower as YNNPACK reduce fusions than as XLA's own
+    loops (docs/objectives.md, "Cost"), so their trainers keep XLA's YNNPACK fusions to
+    single dots (its default list less the reductions). The equal-weight step keeps the
+    defaults: its numbers stay those of every stored result.
+    """
+    if objective == "equal" or jax.default_backend() != "cpu":
+        return None
+    return _ynn_dots_only()
+
+
+@functools.cache
+def _ynn_dots_only() -> dict | None:
+    """The option, where this XLA has it (an experimental flag): else XLA's defaults."""
+    options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    try:
+        jax.jit(jnp.sin, compiler_options=options).lower(jnp.zeros(2)).compile()
+    except Exception:  # an XLA without the flag: its defaults (slower)
+        return None
+    return options
 
 
 def run_keys(seed: int, n_runs: int, start: int = 0):

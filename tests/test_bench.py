@@ -15,7 +15,7 @@ from benchmark.engine import default_group
 def test_bench_json_schema(capsys):
     """`bench --json` prints one JSON object with the documented keys; no timing asserts."""
     argv = ["bench", "--quick", "--json", "--runs", "2", "--models", "shared_bottom"]
-    assert cli.main(argv + ["--groups", "1", "all"]) == 0
+    assert cli.main(argv + ["--groups", "1", "all", "--objectives", "pcgrad", "rlw"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"peak_gflops", "cores", "architectures"} <= set(out)
     assert out["peak_gflops"] > 0 and out["cores"] >= 1
@@ -44,8 +44,19 @@ def test_bench_json_schema(capsys):
     assert entry["engine_run_steps_per_s_1_core"] is None and entry["scaling_vs_1_core"] is None
     # The engine's run-group size, and the sweep over the sizes asked for.
     assert out["group"] == default_group()
-    sweep = out["group_sweep"]["shared_bottom"]
-    assert set(sweep) == {"1", "all"} and all(v > 0 for v in sweep.values())
+    for regime in ("group_sweep", "group_sweep_stream"):
+        sweep = out[regime]["shared_bottom"]
+        assert set(sweep) == {"1", "all"} and all(v > 0 for v in sweep.values())
+    # The objectives' cost: the engine's step with each, against equal weights.
+    cost = out["objective_cost"]["shared_bottom"]
+    assert list(cost) == ["equal", "pcgrad", "rlw"] and cost["equal"]["ratio"] == 1.0
+    assert all(r["run_steps_per_s"] > 0 and r["ratio"] > 0 for r in cost.values())
+
+
+def test_bench_rejects_an_unknown_objective(capsys):
+    assert cli.main(["bench", "--quick", "--objectives", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown objective 'nope'" in err
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")

@@ -271,6 +271,21 @@ def _mask_like(m, g):
     return jnp.asarray(m).astype(g.dtype)
 
 
+def _uniform(m) -> bool | None:
+    """True if a concrete mask leaf is all shared, False if none is, else None (mixed, or
+    traced): the helpers then skip the mask's multiply or select on the whole leaf."""
+    if isinstance(m, jax.core.Tracer):
+        return None
+    a = np.asarray(m)
+    return True if a.all() else False if not a.any() else None
+
+
+def _mix(coef, g):
+    """``sum_k coef[k] g[k]`` as an elementwise multiply and a reduction over K: one fused
+    loop on a CPU, where a dot over a K of 2 or 3 runs slowly and transposes ``g``."""
+    return jnp.sum(coef.reshape((-1,) + (1,) * (g.ndim - 1)) * g, axis=0)
+
+
 def gram(task_grads, shared_mask) -> jax.Array:
     """``(K, K)`` inner products of the tasks' gradients on the shared entries."""
     leaves = jax.tree_util.tree_leaves(task_grads)
@@ -280,8 +295,11 @@ def gram(task_grads, shared_mask) -> jax.Array:
     k = leaves[0].shape[0]
     out = jnp.zeros((k, k), leaves[0].dtype)
     for g, m in zip(leaves, masks, strict=True):
-        flat = (g * _mask_like(m, g)).reshape(k, -1)
-        out = out + flat @ flat.T
+        kind = _uniform(m)
+        if kind is False:
+            continue
+        flat = (g if kind else g * _mask_like(m, g)).reshape(k, -1)
+        out = out + jnp.sum(flat[:, None, :] * flat[None, :, :], axis=-1)
     return out
 
 
@@ -289,16 +307,17 @@ def combine(task_grads, shared_mask, c_shared, c_own) -> PyTree:
     """``sum_k c_shared[k] g_k`` on the shared entries, ``sum_k c_own[k] g_k`` elsewhere."""
 
     def leaf(g, m):
-        shared = jnp.tensordot(c_shared, g, axes=1)
-        own = jnp.tensordot(c_own, g, axes=1)
-        return jnp.where(_mask_like(m, g) > 0, shared, own)
+        kind = _uniform(m)
+        if kind is not None:
+            return _mix(c_shared if kind else c_own, g)
+        return jnp.where(_mask_like(m, g) > 0, _mix(c_shared, g), _mix(c_own, g))
 
     return jax.tree_util.tree_map(leaf, task_grads, shared_mask)
 
 
 def weighted(task_grads, coef) -> PyTree:
     """``sum_k coef[k] g_k`` on every entry."""
-    return jax.tree_util.tree_map(lambda g: jnp.tensordot(coef, g, axes=1), task_grads)
+    return jax.tree_util.tree_map(lambda g: _mix(coef, g), task_grads)
 
 
 def direction(obj: Objective, loss_fn: Callable, params, x, y, state, key, shared_mask):
