@@ -186,7 +186,15 @@ def cmd_run(args) -> None:
         if not args.out and shard[1] > 1:
             root = Path("results") / f"{profile.name}-shard{shard[0]}of{shard[1]}"
     t0 = time.perf_counter()
-    res = run(profile, exps, root, shard=shard, models=models, progress=not args.no_progress)
+    res = run(
+        profile,
+        exps,
+        root,
+        shard=shard,
+        models=models,
+        progress=not args.no_progress,
+        fuse=args.fuse,
+    )
     print(
         f"{profile.name}: trained {res['trained']} chunks, skipped {res['skipped']} finished "
         f"ones, in {time.perf_counter() - t0:.1f} s; results in {root}"
@@ -310,6 +318,18 @@ def cmd_bench(args) -> None:
     )
 
 
+def _fuse_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a number of runs >= 0 or auto, got {text!r}")
+    return value
+
+
 def _add_profile(p) -> None:
     p.add_argument(
         "--profile", default="default", help="smoke, quick, default, late or paper (see `list`)"
@@ -370,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fuse",
+        type=_fuse_arg,
+        default="auto",
+        metavar="RUNS",
+        help="the most runs one training call holds, fusing the chunks of one architecture "
+        "and config across correlations (0: a chunk per call; auto: 0 on a CPU, 8192 on an "
+        "accelerator)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

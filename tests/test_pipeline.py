@@ -137,22 +137,64 @@ def test_resume_after_interruption(tmp_path, smoke_root):
 def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
     calls = {"n": 0}
-    real = runner._train_chunk
+    real = runner._train_chunks
 
-    def flaky(chunk, root_):
+    def flaky(call, root_):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(chunk, root_)
+        return real(call, root_)
 
-    monkeypatch.setattr(runner, "_train_chunk", flaky)
+    monkeypatch.setattr(runner, "_train_chunks", flaky)
     argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "1 chunk(s) saved" in err and "resume" in err
-    monkeypatch.setattr(runner, "_train_chunk", real)
+    assert err.count("\n") == 1 and "2 chunk(s) saved" in err and "resume" in err
+    # The first cell's two chunks were done: its cell file is written already (what a long
+    # run commits as it goes); the experiment's manifest waits for its last cell.
+    assert SMOKE.paper_runs == 2 * SMOKE.chunk
+    written = [f.stem for f in (root / "cells").glob("*.npz")]
+    assert len(written) == 1 and written[0] in {c.key for c in _exps(["fig3"])[0].cells(SMOKE)}
+    assert not (root / "fig3" / "manifest.json").exists()
+    monkeypatch.setattr(runner, "_train_chunks", real)
     res = run(SMOKE, _exps(["fig3"]), root, progress=False)
-    assert res["skipped"] == 1 and res["assembled"] == ["fig3"]
+    assert res["skipped"] == 0 and res["trained"] == 4 and res["assembled"] == ["fig3"]
+
+
+def test_fused_chunks_train_as_one_call_and_match(tmp_path, smoke_root, monkeypatch):
+    """Chunks of one program (every spec field but p, lr and seed) train in one call and
+    give each chunk its own file, with the numbers of chunk-by-chunk training."""
+    exps = _exps(["fig4"])
+    chunks = plan(SMOKE, exps, tmp_path / "x").chunks
+    calls = runner.fused(chunks, 10_000)
+    assert len(calls) == 3  # one per architecture: its three correlations fused
+    assert sorted(c.spec.key() for call in calls for c in call) == sorted(
+        c.spec.key() for c in chunks
+    )
+    assert all(len({c.spec.model for c in call}) == 1 for call in calls)
+    assert [len(call) for call in runner.fused(chunks, SMOKE.chunk)] == [1] * len(chunks)
+    assert runner.fused(chunks, 0) == [[c] for c in chunks]
+    sizes = []
+    from benchmark import engine
+
+    original = engine.train_many
+
+    def counting(keys, *a, **k):
+        sizes.append(int(keys.shape[0]))
+        return original(keys, *a, **k)
+
+    monkeypatch.setattr(engine, "train_many", counting)
+    root = tmp_path / "fused"
+    res = run(SMOKE, exps, root, progress=False, fuse=10_000)
+    assert res["trained"] == len(chunks) and len(sizes) == 3
+    a, b = load_experiment(root, "fig4").by_model(), load_experiment(smoke_root, "fig4").by_model()
+    for m, by_p in a.items():
+        for p_, cell in by_p.items():
+            np.testing.assert_allclose(cell.final, b[m][p_].final, rtol=1e-4, atol=1e-6)
+    _, meta = runner.read_npz(next((root / "chunks").glob("*/*.npz")))
+    assert meta["fused_runs"] == sum(c.size for c in chunks) // 3
+    with pytest.raises(ValueError, match="fuse must be a number of runs >= 0"):
+        run(SMOKE, exps, root, progress=False, fuse=-1)
 
 
 def test_more_runs_extend_a_cell_without_retraining(tmp_path, smoke_root):
