@@ -130,6 +130,7 @@ def test_profiles_hash_constants_not_names():
 # or below.
 LAYERS = {
     "datagen": 0,
+    "benchmark._plugins": 0,
     "benchmark.models": 1,
     "benchmark.objectives": 1,
     "benchmark.engine": 2,

@@ -19,13 +19,12 @@ draws its figures and tests its claims.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from datagen import TaskSpec, get_preset
 
+from .._plugins import import_all
 from ..engine import Schedule, TrainConfig
 from ..models import ModelConfig
 from ..spec import LRSelect, RunSpec
@@ -262,7 +261,6 @@ class Experiment:
 
 
 _REGISTRY: dict[str, Experiment] = {}
-_LOADED = False
 
 
 def register(experiment: Experiment) -> Experiment:
@@ -275,12 +273,7 @@ def register(experiment: Experiment) -> Experiment:
 
 
 def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
-        _LOADED = True
+    import_all(__name__, __path__)
 
 
 # The order of ``run all``, of the summary and of the report; later files follow by name.

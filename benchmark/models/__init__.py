@@ -12,14 +12,14 @@ can use, summing to 1) for gated models, or is ``None``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from .._plugins import import_all
 
 __all__ = ["register", "names", "ordered", "get", "ModelConfig", "Architecture", "param_count"]
 
@@ -46,7 +46,6 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
-_LOADED = False
 
 
 def register(
@@ -68,12 +67,7 @@ def register(
 
 
 def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
-        _LOADED = True
+    import_all(__name__, __path__)
 
 
 def names() -> list[str]:

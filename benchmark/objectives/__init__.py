@@ -41,14 +41,14 @@ parameters take their task's own gradient.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._plugins import import_all
 
 __all__ = [
     "Objective",
@@ -128,7 +128,6 @@ class LossWeighting(Objective):
 
 
 _REGISTRY: dict[str, type[Objective]] = {}
-_LOADED = False
 
 
 def register(name: str, *, description: str, paper: str) -> Callable[[type], type]:
@@ -147,12 +146,7 @@ def register(name: str, *, description: str, paper: str) -> Callable[[type], typ
 
 
 def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
-        _LOADED = True
+    import_all(__name__, __path__)
 
 
 def names() -> list[str]:
