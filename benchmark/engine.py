@@ -271,8 +271,9 @@ def train_run(
       model: architecture and sizes.
       spec: generator constants.
       cfg: training configuration.
-      objective: a registered training objective (:mod:`benchmark.objectives`); ``equal``
-        is the mean of the task MSEs.
+      objective: a registered training objective (:mod:`benchmark.objectives`), by name
+        (its paper defaults) or as an instance (``objectives.get(name, **hyper)``);
+        ``equal`` is the mean of the task MSEs.
     Returns:
       dict of arrays: ``curves`` (n_evals, K) test MSE per task; ``final`` (K,) test MSE at
       the end; ``diverged`` () bool; ``grad_cosine`` (n_evals,) the tasks' gradient cosine
@@ -317,7 +318,8 @@ def train_run(
     mask = objectives.shared_mask_at_init(net, spec.d)  # concrete: the architecture's
     x_diag, y_diag = x_test[:DIAGNOSTIC_POINTS], y_test[:DIAGNOSTIC_POINTS]
 
-    if objective == "equal":  # the mean of the task MSEs, one backward pass
+    obj = objectives.resolve(objective)
+    if obj.name == "equal":  # the mean of the task MSEs, one backward pass
 
         def step(carry, i):
             params, opt_state, st = carry
@@ -327,7 +329,6 @@ def train_run(
 
         obj_state = ()
     else:
-        obj = objectives.get(objective)
         loss_k = objectives.per_task_mse(net)
         k_obj = jax.random.fold_in(key, 5)  # the objective's stream (PCGrad's order, RLW)
 
@@ -426,7 +427,7 @@ def _compiled(
 def _compiled_for(model, spec, cfg, n_devices: int, group: int | None, objective: str = "equal"):
     run = functools.partial(train_run, model=model, spec=spec, cfg=cfg, objective=objective)
     fn = _grouped(run, group)
-    options = _compiler_options(objective)
+    options = _compiler_options(objectives.resolve(objective).name)
     if n_devices == 1:
         return jax.jit(fn, compiler_options=options)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("runs",))
@@ -522,7 +523,7 @@ def train_many(
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
     n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
-    objectives.get(objective)  # unknown names fail here with the known list
+    objectives.resolve(objective)  # unknown names fail here with the known list
     fn = _compiled(model, spec, cfg, n_dev, group, objective)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, p, lr))

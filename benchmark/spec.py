@@ -73,8 +73,9 @@ class RunSpec:
         as a tuple of rows.
       train: training configuration (steps, batch, evaluation, K = ``train.n_tasks``).
       lr: the Adam learning rate, or the :class:`LRSelect` rule that picks it.
-      objective: a registered training objective (:mod:`benchmark.objectives`), trained
-        with its paper defaults; its name and those hyper-parameters are hashed.
+      objective: a registered training objective (:mod:`benchmark.objectives`): its name
+        (the paper defaults) or an instance, ``objectives.get("gradnorm", alpha=0.5)``;
+        its name and every hyper-parameter are hashed.
       seed: root of the run keys; run ``i`` uses ``fold_in(key(seed), i)``.
       numerics: the engine's ``NUMERICS_VERSION`` (bumped by any change of numbers); None
         (the default) takes the engine's current version.
@@ -85,7 +86,7 @@ class RunSpec:
     corr: Any
     train: TrainConfig
     lr: float | LRSelect
-    objective: str = "equal"
+    objective: str | objectives.Objective = "equal"
     seed: int = 0
     numerics: int | None = None
 
@@ -101,13 +102,22 @@ class RunSpec:
             if not (math.isfinite(lr) and lr > 0):
                 raise ValueError(f"learning rate lr must be a finite number > 0, got {self.lr!r}")
             object.__setattr__(self, "lr", lr)
-        if self.objective not in objectives.names():
+        if isinstance(self.objective, str) and self.objective not in objectives.names():
             raise ValueError(
                 f"objective must be one of: {', '.join(objectives.names())}; got {self.objective!r}"
             )
+        objectives.resolve(self.objective)  # an instance must be a registered objective
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.model.build(self.train.n_tasks)  # validates the name and sizes
+
+    @property
+    def objective_name(self) -> str:
+        return objectives.resolve(self.objective).name
+
+    def objective_hyper(self) -> dict:
+        """The objective's hyper-parameters: its paper defaults, or the instance's."""
+        return objectives.resolve(self.objective).hyper()
 
     @property
     def n_tasks(self) -> int:
@@ -135,7 +145,7 @@ class RunSpec:
             "corr": corr,
             "train": self.train.to_dict(),
             "lr": lr,
-            "objective": {"name": self.objective, "hyper": objectives.get(self.objective).hyper()},
+            "objective": {"name": self.objective_name, "hyper": self.objective_hyper()},
             "seed": self.seed,
             "numerics": self.numerics,
         }

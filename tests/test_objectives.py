@@ -572,3 +572,21 @@ def test_rlw_weights_are_softmax_of_normal_draws():
     np.testing.assert_allclose(many.mean(0), 1 / 3, atol=0.02)
     # log(w_0 / w_1) = z_0 - z_1 ~ N(0, 2)
     assert np.var(np.log(many[:, 0] / many[:, 1])) == pytest.approx(2, rel=0.1)
+
+
+def test_the_engine_trains_an_objective_instance_with_its_hyper_parameters():
+    """``objective`` may be an instance: its defaults give the name's numbers, and a changed
+    hyper-parameter changes them."""
+    from benchmark.engine import TrainConfig, run_keys, train_many
+    from benchmark.models import ModelConfig
+    from datagen import get_preset
+
+    cfg = TrainConfig(steps=6, batch_size=8, eval_every=6, n_test=16)
+    kw = dict(model=ModelConfig.of("shared_bottom"), spec=get_preset("kdd18"), cfg=cfg)
+    keys = run_keys(0, 2)
+    by_name = train_many(keys, 0.5, 1e-2, objective="uncertainty", **kw)["final"]
+    same = train_many(keys, 0.5, 1e-2, objective=objectives.get("uncertainty"), **kw)["final"]
+    np.testing.assert_array_equal(by_name, same)
+    tuned = objectives.get("uncertainty", init_log_var=2.0)
+    other = train_many(keys, 0.5, 1e-2, objective=tuned, **kw)["final"]
+    assert not np.allclose(other, by_name)

@@ -68,6 +68,21 @@ def test_a_changed_default_changes_the_key(monkeypatch):
     assert _spec(objective="gradnorm").key() != gradnorm
 
 
+def test_an_objective_instance_sets_its_hyper_parameters():
+    from benchmark import objectives
+
+    by_name = _spec(objective="gradnorm")
+    assert _spec(objective=objectives.get("gradnorm")).key() == by_name.key()
+    tuned = _spec(objective=objectives.get("gradnorm", alpha=0.5))
+    assert tuned.key() != by_name.key() and tuned.objective_name == "gradnorm"
+    hyper = {"alpha": 0.5, "lr": 1e-3}
+    assert tuned.canonical()["objective"] == {"name": "gradnorm", "hyper": hyper}
+    with pytest.raises(ValueError, match="objective must be a name"):
+        _spec(objective=3)
+    with pytest.raises(ValueError, match="has no hyper-parameter|unknown|alpha"):
+        objectives.get("pcgrad", alpha=1.0)
+
+
 def test_objective_is_named_in_the_hash_and_validated():
     assert _spec().canonical()["objective"] == {"name": "equal", "hyper": {}}
     assert _spec(objective="gradnorm").canonical()["objective"] == {

@@ -55,6 +55,7 @@ __all__ = [
     "LossWeighting",
     "register",
     "names",
+    "resolve",
     "get",
     "describe",
     "task_grads",
@@ -172,6 +173,20 @@ def get(name: str, **hyper) -> Objective:
             f"it has: {', '.join(sorted(fields)) or 'none'}"
         )
     return cls(**hyper)
+
+
+def resolve(objective: str | Objective) -> Objective:
+    """An objective by name (its paper defaults) or an instance (``get(name, **hyper)``)."""
+    if isinstance(objective, Objective):
+        if _REGISTRY.get(objective.name) is not type(objective):
+            raise ValueError(f"objective {objective!r} is not a registered objective")
+        return objective
+    if not isinstance(objective, str):
+        raise ValueError(
+            f"objective must be a name ({', '.join(names())}) or objectives.get(name, ...); "
+            f"got {objective!r}"
+        )
+    return get(objective)
 
 
 def describe() -> dict:
