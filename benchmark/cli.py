@@ -396,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="RUNS",
         help="the most runs one training call holds, fusing the chunks of one architecture "
-        "and config across correlations (0: a chunk per call; auto: 0 on a CPU, 8192 on an "
-        "accelerator)",
+        "and config across correlations (0: a chunk per call; auto: 0 on a CPU; on an "
+        "accelerator up to 8192 runs and 8 GiB of test inputs)",
     )
     p.set_defaults(func=cmd_run)
 

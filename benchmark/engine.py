@@ -542,6 +542,7 @@ def select_lr(
     grid=LR_GRID,
     n_runs: int = 4,
     seed: int = 10_007,
+    objective="equal",
 ) -> tuple[float, dict]:
     """Pick the learning rate of ``grid`` with the lowest mean validation loss (KDD18 5.1).
 
@@ -558,7 +559,7 @@ def select_lr(
     keys = run_keys(seed, n_runs)
     all_keys = jnp.concatenate([keys] * len(grid))
     lrs = np.repeat(np.asarray(grid, np.float32), n_runs)
-    out = train_many(all_keys, p, lrs, model=model, spec=spec, cfg=cfg)
+    out = train_many(all_keys, p, lrs, model=model, spec=spec, cfg=cfg, objective=objective)
     ok = ~out["diverged"].reshape(len(grid), n_runs)  # (grid, runs)
     final = out["final"].reshape(len(grid), n_runs, -1)
     scores, n_diverged = {}, {}

@@ -19,6 +19,7 @@ is renamed into place, so an interruption leaves whole files only.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -273,6 +274,14 @@ def _cells(exp: Experiment, profile: Profile, models: list[str] | None) -> tuple
     return tuple(c for c in cells if models is None or c.model.name in models)
 
 
+def _shard_of(chunk: Chunk, n: int) -> int:
+    """The shard that trains ``chunk``: a hash of its cell key and first run, so that what
+    is already on disk (cells a shard completed before it was cut) never moves a chunk to
+    another shard on a rerun."""
+    digest = hashlib.sha256(f"{chunk.spec.key()}:{chunk.start}".encode()).hexdigest()
+    return int(digest[:8], 16) % n
+
+
 def plan(
     profile: Profile,
     experiments: list[Experiment],
@@ -295,7 +304,7 @@ def plan(
     # be committed) as the run goes, and an experiment can put first the cells a cut run
     # should have (budget). Compiled trainers are cached, so the order costs no compile.
     i, n = shard
-    mine = [c for k, c in enumerate(chunks) if k % n == i]
+    mine = [c for c in chunks if _shard_of(c, n) == i]
     todo = [c for c in mine if not c.path(root).exists()]
     selecting = {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}
     lr_specs = [s for k, s in selecting.items() if not (root / "lr" / f"{k}.json").exists()]
@@ -322,6 +331,7 @@ def _lr_for(spec: RunSpec, root: Path) -> float:
         grid=rule.grid,
         n_runs=rule.n_runs,
         seed=rule.seed,
+        objective=spec.objective,
     )
     write_json(
         path, {"key": spec.key(), "lr": best, "scores": {str(k): v for k, v in scores.items()}}
@@ -329,18 +339,26 @@ def _lr_for(spec: RunSpec, root: Path) -> float:
     return best
 
 
-# Runs per training call when chunks are fused ("auto" on an accelerator): a GPU wants
-# every run of a program in flight, and 8 192 kdd18 runs hold about 7 GB (test sets,
-# parameters, Adam moments and curves).
+# Fused calls on an accelerator ("auto"): a GPU wants every run of a program in flight.
+# A run's largest arrays are its held-out test set (n_test x d floats, with its labels and
+# predictions); a call holds at most ACCELERATOR_FUSE runs and ACCELERATOR_TEST_BYTES of
+# test inputs (default profile: 8 192 runs, 6.6 GB; paper profile, n_test = 10 000: 2 684).
 ACCELERATOR_FUSE = 8192
+ACCELERATOR_TEST_BYTES = 8 * 2**30
 
 
-def default_fuse() -> int:
+def default_fuse(spec: RunSpec | None = None) -> int:
     """Runs per training call for ``fuse="auto"``: 0 (one chunk per call) on a CPU, where a
-    device trains its runs in groups of 10 anyway, else :data:`ACCELERATOR_FUSE`."""
+    device trains its runs in groups of 10 anyway; on an accelerator as many runs of
+    ``spec``'s program as :data:`ACCELERATOR_FUSE` and :data:`ACCELERATOR_TEST_BYTES` allow."""
     import jax
 
-    return 0 if jax.default_backend() == "cpu" else ACCELERATOR_FUSE
+    if jax.default_backend() == "cpu":
+        return 0
+    if spec is None:
+        return ACCELERATOR_FUSE
+    per_run = 4 * spec.train.n_test * (spec.task.d + spec.train.n_tasks)
+    return max(1, min(ACCELERATOR_FUSE, ACCELERATOR_TEST_BYTES // per_run))
 
 
 def _program(spec: RunSpec) -> tuple:
@@ -349,21 +367,26 @@ def _program(spec: RunSpec) -> tuple:
     return (spec.model, spec.task, spec.train, spec.objective, spec.numerics, spec.is_matrix)
 
 
-def fused(chunks: list[Chunk], max_runs: int) -> list[list[Chunk]]:
+def fused(chunks: list[Chunk], max_runs: int | str) -> list[list[Chunk]]:
     """``chunks`` packed into training calls: chunks of one program (:func:`_program`),
-    in plan order, up to ``max_runs`` runs a call; ``max_runs`` 0: one chunk a call.
+    in plan order, up to ``max_runs`` runs a call; ``max_runs`` 0: one chunk a call;
+    ``"auto"``: :func:`default_fuse` of each program.
 
     A call's runs are independent (their own keys, cosine and learning rate), so a run's
     numbers do not depend on the chunks it is fused with beyond float rounding.
     """
-    if max_runs <= 0:
+    if max_runs != "auto" and max_runs <= 0:
         return [[c] for c in chunks]
     calls: list[list[Chunk]] = []
     open_calls: dict[tuple, list[Chunk]] = {}
     for c in chunks:
         key = _program(c.spec)
         call = open_calls.get(key)
-        if call is None or sum(x.size for x in call) + c.size > max_runs:
+        limit = default_fuse(c.spec) if max_runs == "auto" else max_runs
+        if limit <= 0:
+            calls.append([c])
+            continue
+        if call is None or sum(x.size for x in call) + c.size > limit:
             call = open_calls[key] = []
             calls.append(call)
         call.append(c)
@@ -423,8 +446,7 @@ def run(
     experiment is assembled once all its cells hold their runs) and ``train_s``. A
     KeyboardInterrupt becomes :class:`Interrupted`, which says how many chunks were saved.
     """
-    max_runs = default_fuse() if fuse == "auto" else fuse
-    if not isinstance(max_runs, int) or isinstance(max_runs, bool) or max_runs < 0:
+    if fuse != "auto" and (not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 0):
         raise ValueError(f"fuse must be a number of runs >= 0 or 'auto', got {fuse!r}")
     p = plan(profile, experiments, root, shard, models)
     root.mkdir(parents=True, exist_ok=True)
@@ -438,7 +460,7 @@ def run(
     t0 = time.perf_counter()
     train_s, saved = 0.0, 0
     try:
-        for call in fused(p.chunks, max_runs):
+        for call in fused(p.chunks, fuse):
             if bar is not None:
                 label = call[0].spec.model.label()
                 ps = ",".join(dict.fromkeys(_corr_text(c.spec) for c in call))

@@ -411,6 +411,28 @@ def test_shards_merge_to_the_same_results(tmp_path, smoke_root):
     _assert_same_fig3(tmp_path / "m", smoke_root)
 
 
+def test_a_chunk_keeps_its_shard_when_cells_are_stored(tmp_path, smoke_root):
+    """A shard cut after completing a cell, then rerun, trains the same chunks as before
+    minus that cell's: which shard trains a chunk never depends on what is on disk."""
+    exps = _exps(ALL)
+    root = tmp_path / "r"
+
+    def shards():
+        return [{(c.spec.key(), c.start) for c in plan(SMOKE, exps, root, (i, 3)).chunks}
+                for i in range(3)]  # fmt: skip
+
+    before = shards()
+    every = {(c.spec.key(), c.start) for c in plan(SMOKE, exps, root).chunks}
+    assert set().union(*before) == every and sum(map(len, before)) == len(every)
+    assert all(before)  # each shard has work
+    done = next((smoke_root / "cells").glob("*.npz"))
+    (root / "cells").mkdir(parents=True)
+    shutil.copy(done, root / "cells" / done.name)
+    after = shards()
+    for a, b in zip(before, after, strict=True):
+        assert b == {c for c in a if c[0] != done.stem}
+
+
 def _assert_same_fig3(root, reference):
     got, want = load_experiment(root, "fig3").cells, load_experiment(reference, "fig3").cells
     for x, y in zip(got, want, strict=True):

@@ -58,8 +58,8 @@ def test_a_changed_default_changes_the_key(monkeypatch):
     from benchmark.models import _hyper_fields, get
 
     key, gradnorm = _spec().key(), _spec(objective="gradnorm").key()
-    # An override equal to the default is the same run: the same hashed content.
-    assert _spec(model=ModelConfig.of("mmoe", num_experts=8)).canonical() == _spec().canonical()
+    # An override equal to the default is the same run: the same label and key.
+    assert _spec(model=ModelConfig.of("mmoe", num_experts=8)).key() == key
     monkeypatch.setattr(_hyper_fields(get("mmoe").cls)["expert_units"], "default", 32)
     assert _spec().canonical()["model"]["sizes"]["expert_units"] == 32
     assert _spec().key() != key
@@ -77,6 +77,11 @@ def test_an_objective_instance_sets_its_hyper_parameters():
     assert tuned.key() != by_name.key() and tuned.objective_name == "gradnorm"
     hyper = {"alpha": 0.5, "lr": 1e-3}
     assert tuned.canonical()["objective"] == {"name": "gradnorm", "hyper": hyper}
+    # Equal settings hash alike, whatever their Python or numpy type.
+    as_int = _spec(objective=objectives.get("cagrad", c=1, iters=np.int64(50)))
+    assert as_int.key() == _spec(objective=objectives.get("cagrad", c=np.float32(1.0))).key()
+    with pytest.raises(ValueError, match="iters must be an integer"):
+        objectives.get("cagrad", iters=2.5)
     with pytest.raises(ValueError, match="objective must be a name"):
         _spec(objective=3)
     with pytest.raises(ValueError, match="has no hyper-parameter|unknown|alpha"):

@@ -113,7 +113,12 @@ class ModelConfig:
 
     @classmethod
     def of(cls, name: str, **overrides) -> ModelConfig:
-        """``ModelConfig.of("shared_bottom", bottom_units=16)``; validated at once."""
+        """``ModelConfig.of("shared_bottom", bottom_units=16)``; validated at once. An
+        override equal to its default is dropped: the same model has one label and key."""
+        fields = _hyper_fields(get(name).cls)
+        overrides = {
+            k: v for k, v in overrides.items() if k not in fields or v != fields[k].default
+        }
         cfg = cls(name, tuple(sorted(overrides.items())))
         cfg.build(2)
         return cfg

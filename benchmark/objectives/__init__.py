@@ -165,14 +165,28 @@ def get(name: str, **hyper) -> Objective:
     if name not in _REGISTRY:
         raise ValueError(f"unknown objective {name!r}; known objectives: {', '.join(names())}")
     cls = _REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(hyper) - fields)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(hyper) - set(fields))
     if unknown:
         raise ValueError(
             f"objective {name} has no hyper-parameter {', '.join(unknown)}; "
             f"it has: {', '.join(sorted(fields)) or 'none'}"
         )
-    return cls(**hyper)
+    return cls(**{k: _as_field_type(name, fields[k], v) for k, v in hyper.items()})
+
+
+def _as_field_type(objective: str, field: dataclasses.Field, value):
+    """``value`` as its field's default's type (``c=1`` for a float field is 1.0, a numpy
+    scalar a Python one), so equal settings hash alike; a ValueError names a bad value."""
+    default = field.default
+    if isinstance(value, np.generic):
+        value = value.item()
+    kind = type(default)
+    if kind is bool or kind not in (int, float) or isinstance(value, bool):
+        return value
+    if kind is int and not float(value).is_integer():
+        raise ValueError(f"objective {objective}: {field.name} must be an integer, got {value!r}")
+    return kind(value)
 
 
 def resolve(objective: str | Objective) -> Objective:
