@@ -104,6 +104,14 @@ class Profile:
         return text + (f" · {runs} runs per point" if runs else "")
 
 
+LATE_TRAIN = TrainConfig(
+    steps=160_000,
+    batch_size=32,
+    eval_every=2_000,
+    n_test=2_000,
+    schedule=Schedule("wsd", decay=0.2),
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -123,28 +131,23 @@ PROFILES: dict[str, Profile] = {
         chunk=8,
         correlations=(0.0, 0.2, 0.4, 0.5, 0.75, 0.9, 1.0),
     ),
+    # The late-phase protocol, chosen by the budget rule (docs/protocol.md): batch 32,
+    # warmup-stable-decay over the last 20%, 160k steps (40k fails the rule's first
+    # condition, 80k its second; 160k passes both against 320k). Its learning rate is the
+    # one `run lr_grid --profile late` chooses by the fair rule at these steps.
     "default": Profile(
         name="default",
-        train=TrainConfig(steps=10_000, batch_size=32, eval_every=500, n_test=2_000),
-        lr=3e-3,
+        train=LATE_TRAIN,
+        lr=1e-3,
         paper_runs=200,
         sweep_runs=20,
         chunk=20,
     ),
-    # The late-phase candidate of the budget rule (docs/protocol.md): warmup-stable-decay
-    # at batch 32. 40k steps failed the rule's first condition and 80k its second (MMoE's
-    # mean at p = 0.5 moved 25.2% at 160k), so the candidate is 160k. Its learning rate is
-    # the one `run lr_grid --profile late` chooses by the fair rule at these steps.
-    # `budget` trains it at 20k-320k steps.
+    # The same protocol under its own name: the home of the studies that chose it
+    # (`budget`, `lr_grid`), whose results live in results/late/.
     "late": Profile(
         name="late",
-        train=TrainConfig(
-            steps=160_000,
-            batch_size=32,
-            eval_every=2_000,
-            n_test=2_000,
-            schedule=Schedule("wsd", decay=0.2),
-        ),
+        train=LATE_TRAIN,
         lr=1e-3,
         paper_runs=200,
         sweep_runs=20,
