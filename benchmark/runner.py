@@ -347,7 +347,7 @@ ACCELERATOR_FUSE = 8192
 ACCELERATOR_TEST_BYTES = 8 * 2**30
 
 
-def default_fuse(spec: RunSpec | None = None) -> int:
+def default_fuse(spec: RunSpec) -> int:
     """Runs per training call for ``fuse="auto"``: 0 (one chunk per call) on a CPU, where a
     device trains its runs in groups of 10 anyway; on an accelerator as many runs of
     ``spec``'s program as :data:`ACCELERATOR_FUSE` and :data:`ACCELERATOR_TEST_BYTES` allow."""
@@ -355,8 +355,6 @@ def default_fuse(spec: RunSpec | None = None) -> int:
 
     if jax.default_backend() == "cpu":
         return 0
-    if spec is None:
-        return ACCELERATOR_FUSE
     per_run = 4 * spec.train.n_test * (spec.task.d + spec.train.n_tasks)
     return max(1, min(ACCELERATOR_FUSE, ACCELERATOR_TEST_BYTES // per_run))
 
@@ -375,8 +373,6 @@ def fused(chunks: list[Chunk], max_runs: int | str) -> list[list[Chunk]]:
     A call's runs are independent (their own keys, cosine and learning rate), so a run's
     numbers do not depend on the chunks it is fused with beyond float rounding.
     """
-    if max_runs != "auto" and max_runs <= 0:
-        return [[c] for c in chunks]
     calls: list[list[Chunk]] = []
     open_calls: dict[tuple, list[Chunk]] = {}
     for c in chunks:
