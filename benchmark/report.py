@@ -54,7 +54,7 @@ def build_summary(root: Path, experiments: list[Experiment], seed: int = 0) -> l
                         "experiment": exp.name,
                         "series": cell.series,
                         "model": cell.meta["model"],
-                        "objective": cell.meta["objective"],
+                        "objective": cell.objective,
                         "x": cell.x,
                         "corr": cell.meta["corr"],
                         "task": k + 1,

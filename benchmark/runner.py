@@ -574,6 +574,7 @@ def _cell_record(cell: Cell, meta: dict) -> dict:
         "model_label": spec.model.label(),
         "objective": spec.objective_name,
         "objective_hyper": spec.objective_hyper(),
+        "objective_label": spec.objective_label,
         "x": cell.x,
         "corr": spec.canonical()["corr"],
         "n_tasks": spec.n_tasks,
@@ -606,6 +607,12 @@ class CellResult:
     @property
     def x(self) -> float:
         return float(self.meta["x"])
+
+    @property
+    def objective(self) -> str:
+        """The objective's name, with its hyper-parameters where they are not the paper
+        defaults (``gradnorm(alpha=0.5)``): cells differing in either never group together."""
+        return self.meta.get("objective_label", self.meta["objective"])
 
     @property
     def final(self) -> np.ndarray:

@@ -115,6 +115,11 @@ class RunSpec:
     def objective_name(self) -> str:
         return objectives.resolve(self.objective).name
 
+    @property
+    def objective_label(self) -> str:
+        """The objective's name, and its hyper-parameters where not the paper defaults."""
+        return objectives.resolve(self.objective).label()
+
     def objective_hyper(self) -> dict:
         """The objective's hyper-parameters: its paper defaults, or the instance's."""
         return objectives.resolve(self.objective).hyper()

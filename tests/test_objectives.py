@@ -590,3 +590,27 @@ def test_the_engine_trains_an_objective_instance_with_its_hyper_parameters():
     tuned = objectives.get("uncertainty", init_log_var=2.0)
     other = train_many(keys, 0.5, 1e-2, objective=tuned, **kw)["final"]
     assert not np.allclose(other, by_name)
+
+
+@pytest.mark.parametrize("name", objectives.names())
+def test_label_is_the_name_at_the_paper_defaults(name):
+    assert objectives.get(name).label() == name
+
+
+def test_label_names_the_changed_hyper_parameters():
+    from benchmark.engine import TrainConfig
+    from benchmark.runner import CellResult
+    from benchmark.spec import RunSpec
+    from datagen import get_preset
+
+    assert objectives.get("gradnorm", alpha=0.5).label() == "gradnorm(alpha=0.5)"
+    assert objectives.get("gradnorm", alpha=1.5).label() == "gradnorm"
+    base = dict(model=ModelConfig.of("mmoe"), task=get_preset("kdd18"), corr=0.5, lr=1e-3)
+    base["train"] = TrainConfig(steps=4, batch_size=8, eval_every=2, n_test=16)
+    default = RunSpec(objective="gradnorm", **base)
+    tuned = RunSpec(objective=objectives.get("gradnorm", alpha=0.5), **base)
+    assert (default.objective_label, tuned.objective_label) == ("gradnorm", "gradnorm(alpha=0.5)")
+    # Readers group by the label; a record written without one falls back to the name.
+    assert CellResult({"objective": "famo"}, {}).objective == "famo"
+    tuned_meta = {"objective": "gradnorm", "objective_label": "gradnorm(alpha=0.5)"}
+    assert CellResult(tuned_meta, {}).objective == "gradnorm(alpha=0.5)"

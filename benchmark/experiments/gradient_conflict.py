@@ -42,7 +42,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
     rows, arch_series, obj_series = [], [], []
     groups: dict = {}
     for c in res.cells:
-        groups.setdefault((c.meta["model"], c.meta["objective"]), {})[c.x] = c
+        groups.setdefault((c.meta["model"], c.objective), {})[c.x] = c
     for (m, o), by_x in groups.items():
         xs = sorted(by_x)
         vals = np.array([stats.mean_normal_ci(_conflict(by_x[x])) for x in xs])
@@ -72,14 +72,14 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
 def falls_with_relatedness(res: Results) -> Verdict:
     parts, holds = [], True
     for c0 in res.cells:
-        if c0.meta["objective"] != "equal" or c0.x != 0.0:
+        if c0.objective != "equal" or c0.x != 0.0:
             continue
         m = c0.meta["model"]
         c1 = next(
             (
                 c
                 for c in res.cells
-                if c.meta["model"] == m and c.meta["objective"] == "equal" and c.x == 1.0
+                if c.meta["model"] == m and c.objective == "equal" and c.x == 1.0
             ),
             None,
         )

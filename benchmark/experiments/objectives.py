@@ -42,7 +42,7 @@ def _by(res: Results) -> dict:
     """``{(model, objective): {x: (runs,) mean-over-tasks final loss}}``."""
     out: dict = {}
     for c in res.cells:
-        out.setdefault((c.meta["model"], c.meta["objective"]), {})[round(c.x, 6)] = c.final.mean(-1)
+        out.setdefault((c.meta["model"], c.objective), {})[round(c.x, 6)] = c.final.mean(-1)
     return out
 
 

@@ -109,6 +109,13 @@ class Objective:
         """The hyper-parameters and their values."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def label(self) -> str:
+        """``name``, or ``name(k=v, ...)`` with the hyper-parameters that differ from the
+        paper defaults: what figures and tables group cells by."""
+        defaults = type(self)().hyper()
+        changed = [f"{k}={v}" for k, v in self.hyper().items() if defaults[k] != v]
+        return f"{self.name}({', '.join(changed)})" if changed else self.name
+
 
 @dataclasses.dataclass(frozen=True)
 class LossWeighting(Objective):
