@@ -289,7 +289,14 @@ def cmd_figures(args) -> None:
 
 def cmd_report(args) -> None:
     from .experiments import get_profile
-    from .report import build_summary, check_claims, claims_markdown, summary_markdown
+    from .report import (
+        build_summary,
+        check_claims,
+        claims_markdown,
+        summary_markdown,
+        time_markdown,
+        training_time,
+    )
 
     root = _results_root(args, get_profile(args.profile))
     exps = _every_experiment()
@@ -299,6 +306,8 @@ def cmd_report(args) -> None:
     if claims:
         print("## The papers' claims\n")
         print(claims_markdown(claims) + "\n")
+    print("## Training time\n")
+    print(time_markdown(training_time(root, exps)) + "\n")
     print("## Every cell\n")
     print(summary_markdown(records))
 

@@ -6,6 +6,7 @@ takes them from the registry), so this module stays below the experiment files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ __all__ = [
     "summary_markdown",
     "check_claims",
     "claims_markdown",
+    "training_time",
+    "time_markdown",
     "paired_diff",
 ]
 
@@ -121,6 +124,49 @@ def claims_markdown(claims: list[dict]) -> str:
     for c in claims:
         lines.append(
             f"| {c['words']} | {c['source']} | {mark[c['holds']]} | {c['rule']} | {c['evidence']} |"
+        )
+    return "\n".join(lines)
+
+
+def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
+    """What training the stored experiments took, each cell counted once, in the order of
+    ``experiments`` (a cell shared with an earlier experiment counts there; a cell with
+    more runs than an earlier request counts the extra runs).
+
+    Returns records ``{"experiment", "cells", "runs", "run_steps", "train_s"}``:
+    ``train_s`` is the wall time of the training calls (compilation included) that made
+    those runs, as the cells recorded it, on whichever machines trained them.
+    """
+    seen: dict[str, int] = {}
+    rows = []
+    for exp in assembled(root, experiments):
+        manifest = json.loads((root / exp.name / "manifest.json").read_text())
+        row = {"experiment": exp.name, "cells": 0, "runs": 0, "run_steps": 0, "train_s": 0.0}
+        for r in manifest["cells"]:
+            new = r["n_runs"] - seen.get(r["key"], 0)
+            if new <= 0:
+                continue
+            seen[r["key"]] = r["n_runs"]
+            row["cells"] += 1
+            row["runs"] += new
+            row["run_steps"] += new * r["steps"]
+            row["train_s"] += r["train_wall_s"] * new / r["n_runs"]
+        rows.append(row)
+    return rows
+
+
+def time_markdown(rows: list[dict]) -> str:
+    """:func:`training_time` as a markdown table with a total row."""
+    lines = [
+        "| experiment | new cells | new runs | run-steps | training time | run-steps/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    total = {k: sum(r[k] for r in rows) for k in ("cells", "runs", "run_steps", "train_s")}
+    for r in [*rows, {"experiment": "**total**", **total}]:
+        rate = r["run_steps"] / r["train_s"] if r["train_s"] > 0 else float("nan")
+        lines.append(
+            f"| {r['experiment']} | {r['cells']} | {r['runs']} | {r['run_steps']:,} | "
+            f"{r['train_s'] / 60:.1f} min | {rate:,.0f} |"
         )
     return "\n".join(lines)
 

@@ -378,11 +378,30 @@ def test_cli_figures_and_report(smoke_root, tmp_path, capsys, monkeypatch):
     assert cli.main(["report", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "| experiment | series |" in out and "| claim | source |" in out
+    assert "## Training time" in out and "| **total** |" in out
     claims = check_claims(tmp_path / "results" / "smoke", _every())
     declared = [c.name for e in _exps(ALL) for c in e.claims]
     assert [c["claim"] for c in claims] == declared and len(declared) >= 10
     for c in claims:
         assert isinstance(c["holds"], bool) and c["evidence"] and c["rule"]
+
+
+def test_training_time_counts_each_cell_once(smoke_root):
+    from benchmark.report import training_time
+
+    rows = training_time(smoke_root, _exps(ALL))
+    assert [r["experiment"] for r in rows] == ALL
+    runs: dict = {}
+    for c in (c for e in _exps(ALL) for c in e.cells(SMOKE)):
+        runs[c.key] = max(runs.get(c.key, 0), c.n_runs)
+    assert sum(r["runs"] for r in rows) == sum(runs.values())
+    assert sum(r["cells"] for r in rows) == len(runs)
+    assert sum(r["run_steps"] for r in rows) == sum(runs.values()) * SMOKE.train.steps
+    assert rows[0]["train_s"] > 0 and all(r["train_s"] >= 0 for r in rows)
+    # The fig3/fig4 cells that relatedness shares count there: it adds only the others.
+    earlier = {c.key for e in _exps(ALL[: ALL.index("relatedness")]) for c in e.cells(SMOKE)}
+    own = [c for c in experiments.get("relatedness").cells(SMOKE) if c.key not in earlier]
+    assert 0 < rows[ALL.index("relatedness")]["runs"] == sum(c.n_runs for c in own)
 
 
 def test_cli_list_json(capsys):
