@@ -211,6 +211,15 @@ class Chunk:
     def path(self, root: Path) -> Path:
         return root / "chunks" / self.spec.key() / f"{self.start:06d}.npz"
 
+    def done(self, root: Path) -> bool:
+        """Whether this chunk's file is on disk with exactly these runs (a file from
+        another split of the cell, with the same start but another size, is not)."""
+        path = self.path(root)
+        if not path.exists():
+            return False
+        meta = read_npz(path, self.spec.key())[1]
+        return (meta["start"], meta["size"]) == (self.start, self.size)
+
 
 @dataclasses.dataclass
 class Plan:
@@ -305,7 +314,7 @@ def plan(
     # should have (budget). Compiled trainers are cached, so the order costs no compile.
     i, n = shard
     mine = [c for c in chunks if _shard_of(c, n) == i]
-    todo = [c for c in mine if not c.path(root).exists()]
+    todo = [c for c in mine if not c.done(root)]
     selecting = {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}
     lr_specs = [s for k, s in selecting.items() if not (root / "lr" / f"{k}.json").exists()]
     return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_specs)
@@ -470,6 +479,10 @@ def run(
             if bar is not None:
                 bar.update(sum(c.size for c in call))
     except KeyboardInterrupt:
+        # Fold each cell's finished leading chunks into its cell file: the committed cells
+        # then hold every finished run, even where the chunks are not kept.
+        for spec, n in p.need.values():
+            _complete_cell(root, profile, spec, n, partial=True)
         raise Interrupted(saved, root) from None
     finally:
         if bar is not None:
@@ -490,16 +503,28 @@ def _corr_text(spec: RunSpec) -> str:
 # ----------------------------------------------------------------------------- assembling
 
 
-def _complete_cell(root: Path, profile: Profile, spec: RunSpec, n: int) -> bool:
+def _complete_cell(
+    root: Path, profile: Profile, spec: RunSpec, n: int, partial: bool = False
+) -> bool:
     """Write ``cells/<key>.npz`` with ``n`` runs from the stored cell and the chunks, if
-    they are all on disk; True if the cell file then holds at least ``n`` runs."""
+    they are all on disk; True if the cell file then holds at least ``n`` runs.
+
+    ``partial``: if only the first chunks are on disk, write the cell with the runs they
+    hold (runs 0..m-1, m < n), so that the cell files alone, without the chunks, keep every
+    finished run; a later run extends the cell from m. Returns False then.
+    """
     key = spec.key()
     have = stored_runs(root, key)
     if have >= n:
         return True
     pieces = _chunks(spec, have, n, profile.chunk)
-    if not all(c.path(root).exists() for c in pieces):
-        return False
+    done = next((i for i, c in enumerate(pieces) if not c.done(root)), len(pieces))
+    complete = done == len(pieces)
+    if not complete:
+        if not (partial and done):
+            return False
+        pieces = pieces[:done]
+        n = pieces[-1].start + pieces[-1].size
     parts, metas = [], []
     if have:
         arrays, meta = read_npz(_cell_path(root, key), key)
@@ -523,7 +548,7 @@ def _complete_cell(root: Path, profile: Profile, spec: RunSpec, n: int) -> bool:
         "versions": metas[-1].get("versions"),
     }
     write_npz(_cell_path(root, key), arrays, meta)
-    return True
+    return complete
 
 
 def _commits(meta: dict) -> list:

@@ -161,6 +161,54 @@ def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     assert res["skipped"] == 0 and res["trained"] == 4 and res["assembled"] == ["fig3"]
 
 
+def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root, monkeypatch):
+    """Interrupted mid-cell, the cell file keeps the runs of its finished leading chunks:
+    a clone with the cell files only (no chunks) resumes from them and ends with the same
+    numbers as an uninterrupted run."""
+    root = tmp_path / "r"
+    calls = {"n": 0}
+    real = runner._train_chunks
+
+    def flaky(call, root_):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(call, root_)
+
+    monkeypatch.setattr(runner, "_train_chunks", flaky)
+    with pytest.raises(runner.Interrupted):
+        run(SMOKE, _exps(["fig3"]), root, progress=False)
+    first = _exps(["fig3"])[0].cells(SMOKE)[0]
+    assert runner.stored_runs(root, first.key) == SMOKE.chunk < first.n_runs
+    shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
+    monkeypatch.setattr(runner, "_train_chunks", real)
+    p = plan(SMOKE, _exps(["fig3"]), root)
+    cells = _exps(["fig3"])[0].cells(SMOKE)
+    assert p.counts()["runs_to_train"] == sum(c.n_runs for c in cells) - SMOKE.chunk
+    res = run(SMOKE, _exps(["fig3"]), root, progress=False)
+    assert res["assembled"] == ["fig3"]
+    a = load_experiment(root, "fig3").by_series()
+    b = load_experiment(smoke_root, "fig3").by_series()
+    for series, by_x in a.items():
+        for x, cell in by_x.items():
+            assert cell.meta["n_runs"] == b[series][x].meta["n_runs"]
+            np.testing.assert_allclose(cell.final, b[series][x].final, rtol=1e-5)
+
+
+def test_a_chunk_of_another_split_is_not_reused(tmp_path):
+    """A chunk file with the right start but another size (the cell was split otherwise
+    before) does not count as done: the chunk is trained again, not misread."""
+    cell = _exps(["fig3"])[0].cells(SMOKE)[0]
+    root = tmp_path / "r"
+    big = runner.Chunk(cell.spec, 0, cell.n_runs)
+    runner._train_chunks([big], root)
+    assert big.done(root)
+    half = runner.Chunk(cell.spec, 0, cell.n_runs // 2)
+    assert half.path(root) == big.path(root) and not half.done(root)
+    todo = runner._chunks(cell.spec, 0, cell.n_runs, SMOKE.chunk)
+    assert todo[0] == half and not any(c.done(root) for c in todo)
+
+
 def test_fused_chunks_train_as_one_call_and_match(tmp_path, smoke_root, monkeypatch):
     """Chunks of one program (every spec field but p, lr and seed) train in one call and
     give each chunk its own file, with the numbers of chunk-by-chunk training."""
