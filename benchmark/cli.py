@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -474,8 +476,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_interrupts():
+    """Make SIGTERM (what ``kill``, schedulers and session ends send) stop a command the way
+    Ctrl-C does, so that training saves its finished work; returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _sigterm_interrupts()
     try:
         args.func(args)
     except Interrupted as e:
@@ -487,4 +502,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

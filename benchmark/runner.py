@@ -463,7 +463,7 @@ def run(
         if p.skipped:
             bar.write(f"resuming: {p.skipped} finished chunks skipped")
     t0 = time.perf_counter()
-    train_s, saved = 0.0, 0
+    train_s = 0.0
     try:
         for call in fused(p.chunks, fuse):
             if bar is not None:
@@ -471,7 +471,6 @@ def run(
                 ps = ",".join(dict.fromkeys(_corr_text(c.spec) for c in call))
                 bar.set_postfix_str(f"{label} p={ps}")
             train_s += _train_chunks(call, root)
-            saved += len(call)
             # A cell whose chunks are all on disk is written at once (the files a run
             # commits as it goes); the manifests wait for their experiments' last cells.
             for key in dict.fromkeys(c.spec.key() for c in call):
@@ -483,7 +482,8 @@ def run(
         # then hold every finished run, even where the chunks are not kept.
         for spec, n in p.need.values():
             _complete_cell(root, profile, spec, n, partial=True)
-        raise Interrupted(saved, root) from None
+        # Counted on disk: the interrupt may land after a chunk's file is written.
+        raise Interrupted(sum(c.done(root) for c in p.chunks), root) from None
     finally:
         if bar is not None:
             bar.close()

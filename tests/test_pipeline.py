@@ -195,6 +195,32 @@ def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root
             np.testing.assert_allclose(cell.final, b[series][x].final, rtol=1e-5)
 
 
+def test_sigterm_stops_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    """`kill` (SIGTERM), as a scheduler or a closing session sends it, saves the finished
+    work and exits 130, as Ctrl-C does; the previous handler is restored afterwards."""
+    import signal
+
+    root = tmp_path / "r"
+    calls = {"n": 0}
+    real = runner._train_chunks
+
+    def killed(call, root_):
+        calls["n"] += 1
+        out = real(call, root_)
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(runner, "_train_chunks", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    assert cli.main(argv) == 130
+    assert "1 chunk(s) saved" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+    first = _exps(["fig3"])[0].cells(SMOKE)[0]
+    assert runner.stored_runs(root, first.key) == SMOKE.chunk
+
+
 def test_a_chunk_of_another_split_is_not_reused(tmp_path):
     """A chunk file with the right start but another size (the cell was split otherwise
     before) does not count as done: the chunk is trained again, not misread."""
