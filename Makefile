@@ -43,8 +43,8 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 report: $(STAMP)  ## the claims' verdicts and every cell, as markdown, from stored numbers
 	$(PY) -m benchmark report --profile $(PROFILE)
 
-extend: $(STAMP)  ## the objectives and gradient-conflict studies (not in `make reproduce`)
-	$(PY) -m benchmark run objectives gradient_conflict --profile $(PROFILE)
+extend: $(STAMP)  ## the objectives study (not in `make reproduce`)
+	$(PY) -m benchmark run objectives --profile $(PROFILE)
 
 dry-run: $(STAMP)  ## what `make reproduce` would train, without training
 	$(PY) -m benchmark run all --profile $(PROFILE) --dry-run

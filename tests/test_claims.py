@@ -152,3 +152,19 @@ def test_claim_holds_on_its_fixture_and_fails_on_the_other(claim):
     assert bad.holds is False, bad.evidence
     assert "[" in good.evidence and "]" in good.evidence  # an interval backs the verdict
     assert claim.words and claim.rule and claim.source
+
+
+def test_the_objectives_figures_draw_from_their_cells(tmp_path):
+    """Both figures of `objectives` (the final loss, and the gradient conflict under each
+    objective) draw from its cells, with a CSV row per model, objective and correlation."""
+    res = objectives_results(0.25)
+    for i, c in enumerate(res.cells):
+        c.arrays["grad_cosine"] = np.full((N, STEPS.size), 0.1 * (i % 3))
+    written = []
+    for fn in experiments.get("objectives").figures:
+        written += fn(res, tmp_path, "caption")
+    assert [p.name for p in written] == ["objectives.png", "objectives_conflict.png"]
+    for name in ("objectives", "objectives_conflict"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+        rows = (tmp_path / f"{name}.csv").read_text().strip().splitlines()[1:]
+        assert len(rows) == len(res.cells)

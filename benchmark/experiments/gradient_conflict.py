@@ -1,12 +1,13 @@
 """Gradient conflict against task relatedness: the cosine between the tasks' gradients on
-the shared parameters, during training, for every architecture (equal weights) and for
-every objective on Shared-Bottom and MMoE.
+the shared parameters, during training, for every architecture (equal weights).
 
 Gradient-surgery methods (PCGrad, Yu et al., NeurIPS 2020; CAGrad, Liu et al., NeurIPS
 2021; MGDA, Sener & Koltun, NeurIPS 2018) exist because tasks' gradients conflict
-(negative cosine). Does conflict fall as relatedness rises, which methods remove it, and
-does removing it lower the loss? The engine records the cosine at every evaluation, on
-the first 256 test points; its cells are the `relatedness` and `objectives` cells.
+(negative cosine). Does conflict fall as relatedness rises? The engine records the cosine
+at every evaluation, on the first 256 test points, in every run, so this experiment's
+cells are the `relatedness` cells and it trains nothing of its own. Which objectives
+remove the conflict, and whether that lowers the loss, is the `objectives` experiment's
+second figure (:func:`draw_objectives`, on its own cells).
 """
 
 from __future__ import annotations
@@ -20,16 +21,6 @@ from ..models import get
 from ..report import fmt_ci
 from ..runner import Results
 from . import Claim, Experiment, Verdict, register, relatedness
-from . import objectives as objectives_exp
-
-
-def cells(profile):
-    seen, out = set(), []
-    for c in relatedness.cells(profile) + objectives_exp.cells(profile):
-        if c.key not in seen:
-            seen.add(c.key)
-            out.append(c)
-    return tuple(out)
 
 
 def _conflict(cell) -> np.ndarray:
@@ -37,35 +28,37 @@ def _conflict(cell) -> np.ndarray:
     return np.nanmean(cell.arrays["grad_cosine"][:, 1:], axis=1)
 
 
-def draw(res: Results, out: Path, caption: str) -> list[Path]:
-    fig, axes = plots.figure(1, 2, figsize=(14, 5), sharey=True)
-    rows, arch_series, obj_series = [], [], []
+def conflict_table(res: Results) -> tuple[dict, list]:
+    """``{(model, objective): (xs, (len(xs), 3) mean, CI low, CI high)}`` of the runs'
+    mean gradient cosine, and the CSV rows of the same numbers."""
     groups: dict = {}
     for c in res.cells:
         groups.setdefault((c.meta["model"], c.objective), {})[c.x] = c
+    table, rows = {}, []
     for (m, o), by_x in groups.items():
         xs = sorted(by_x)
         vals = np.array([stats.mean_normal_ci(_conflict(by_x[x])) for x in xs])
+        table[(m, o)] = (xs, vals)
         rows += [[m, o, x, *v] for x, v in zip(xs, vals, strict=True)]
-        if o == "equal":
-            arch_series.append((get(m).label, plots.color(m), xs, *vals.T))
-        if m == "mmoe":
-            obj_series.append((o, "k" if o == "equal" else None, xs, *vals.T))
-    plots.plot_lines(
-        axes[0][0],
-        arch_series,
-        "task correlation",
-        "cosine of the tasks' gradients on shared parameters (mean, 95% CI)",
-        title="Every architecture, equal weights",
-    )
-    plots.plot_lines(axes[0][1], obj_series, "task correlation", "", title="MMoE, every objective")
-    for ax in axes[0]:
-        ax.axhline(0, color="k", lw=0.8)
-    plots.write_csv(
-        out / "gradient_conflict.csv",
-        ["model", "objective", "correlation", "cosine", "ci_lo", "ci_hi"],
-        rows,
-    )
+    return table, rows
+
+
+YLABEL = "cosine of the tasks' gradients on shared parameters (mean, 95% CI)"
+COLUMNS = ["model", "objective", "correlation", "cosine", "ci_lo", "ci_hi"]
+
+
+def draw(res: Results, out: Path, caption: str) -> list[Path]:
+    table, rows = conflict_table(res)
+    fig, axes = plots.figure(1, 1, figsize=(8, 5))
+    series = [
+        (get(m).label, plots.color(m), xs, *vals.T)
+        for (m, o), (xs, vals) in table.items()
+        if o == "equal" and np.isfinite(vals).any()
+    ]
+    ax = axes[0][0]
+    plots.plot_lines(ax, series, "task correlation", YLABEL, title="Every architecture")
+    ax.axhline(0, color="k", lw=0.8)
+    plots.write_csv(out / "gradient_conflict.csv", COLUMNS, rows)
     return [plots.save(fig, out / "gradient_conflict.png", caption)]
 
 
@@ -98,8 +91,8 @@ def falls_with_relatedness(res: Results) -> Verdict:
 register(
     Experiment(
         name="gradient_conflict",
-        description="task-gradient cosine on shared parameters against p, per model and objective",
-        cells=cells,
+        description="task-gradient cosine on shared parameters against p, every architecture",
+        cells=relatedness.cells,
         figures=(draw,),
         claims=(
             Claim(
@@ -111,6 +104,5 @@ register(
                 falls_with_relatedness,
             ),
         ),
-        in_all=False,
     )
 )
