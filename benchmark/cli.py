@@ -476,11 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NOT_SET = object()
+
+
 def _sigterm_interrupts():
-    """Make SIGTERM (what ``kill``, schedulers and session ends send) stop a command the way
-    Ctrl-C does, so that training saves its finished work; returns the previous handler."""
+    """Make SIGTERM (what ``kill`` and batch schedulers send) stop a command the way
+    Ctrl-C does, so that training saves its finished work; returns the previous handler
+    (``_NOT_SET`` off the main thread, where signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return _NOT_SET
 
     def handler(signum, frame):
         raise KeyboardInterrupt
@@ -503,6 +507,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous is not _NOT_SET:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return 0

@@ -129,9 +129,9 @@ def claims_markdown(claims: list[dict]) -> str:
 
 
 def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
-    """What training the stored experiments took, each cell counted once, in the order of
-    ``experiments`` (a cell shared with an earlier experiment counts there; a cell with
-    more runs than an earlier request counts the extra runs).
+    """What training the stored experiments took, each run counted once, in the order of
+    ``experiments``: a cell shared with an earlier experiment counts there; a cell that a
+    later experiment asks more runs of counts its extra runs (not as a new cell) there.
 
     Returns records ``{"experiment", "cells", "runs", "run_steps", "train_s"}``:
     ``train_s`` is the wall time of the training calls (compilation included) that made
@@ -146,8 +146,8 @@ def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
             new = r["n_runs"] - seen.get(r["key"], 0)
             if new <= 0:
                 continue
+            row["cells"] += r["key"] not in seen  # a cell extended here counts its runs only
             seen[r["key"]] = r["n_runs"]
-            row["cells"] += 1
             row["runs"] += new
             row["run_steps"] += new * r["steps"]
             row["train_s"] += r["train_wall_s"] * new / r["n_runs"]

@@ -127,16 +127,36 @@ def read_npz(path: Path, expect_key: str | None = None) -> tuple[dict, dict]:
             if k not in arrays:
                 arrays[k] = fill(arrays)
     except Exception as e:  # any decoding problem is a corrupt file for the user
-        raise ResultsError(
-            f"corrupt results file {path} ({type(e).__name__}: {e}); delete it and rerun "
-            "`python -m benchmark run` to recompute that piece"
-        ) from None
+        raise _corrupt(path, e) from None
+    _check_key(path, meta, expect_key)
+    return arrays, meta
+
+
+def read_meta(path: Path, expect_key: str | None = None) -> dict:
+    """The ``meta`` of an ``.npz`` written by :func:`write_npz`, without loading its arrays;
+    the same errors as :func:`read_npz`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+    except Exception as e:
+        raise _corrupt(path, e) from None
+    _check_key(path, meta, expect_key)
+    return meta
+
+
+def _corrupt(path: Path, e: Exception) -> ResultsError:
+    return ResultsError(
+        f"corrupt results file {path} ({type(e).__name__}: {e}); delete it and rerun "
+        "`python -m benchmark run` to recompute that piece"
+    )
+
+
+def _check_key(path: Path, meta: dict, expect_key: str | None) -> None:
     if expect_key is not None and meta.get("key") != expect_key:
         raise ResultsError(
             f"results file {path} holds spec {meta.get('key')!r}, not {expect_key!r}; "
             "delete it and rerun"
         )
-    return arrays, meta
 
 
 def _cell_path(root: Path, key: str) -> Path:
@@ -148,7 +168,7 @@ def stored_runs(root: Path, key: str) -> int:
     path = _cell_path(root, key)
     if not path.exists():
         return 0
-    return int(read_npz(path, key)[1]["n_runs"])
+    return int(read_meta(path, key)["n_runs"])
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -217,7 +237,7 @@ class Chunk:
         path = self.path(root)
         if not path.exists():
             return False
-        meta = read_npz(path, self.spec.key())[1]
+        meta = read_meta(path, self.spec.key())
         return (meta["start"], meta["size"]) == (self.start, self.size)
 
 
@@ -254,15 +274,30 @@ class Plan:
         }
 
 
-def _chunks(spec: RunSpec, have: int, n: int, chunk: int) -> list[Chunk]:
+def _chunks(spec: RunSpec, have: int, n: int, chunk: int, size: int | None = None) -> list[Chunk]:
     """The chunks that take a cell from ``have`` to ``n`` runs: the fewest of at most
-    ``chunk`` runs each, of equal size (so 32 runs with chunk 20 train as 2 x 16)."""
+    ``chunk`` runs each, of equal size (so 32 runs with chunk 20 train as 2 x 16; one
+    program serves them all, and the last may train a few runs past ``n``, which the cell
+    drops). ``size``: keep that chunk size (the split a partly stored cell was made with,
+    so that a chunk on disk keeps its meaning after the cell's first chunks are folded)."""
     left = n - have
     if left <= 0:
         return []
-    count = -(-left // chunk)
-    size = -(-left // count)
-    return [Chunk(spec, have + i * size, size) for i in range(count)]
+    if size is None:
+        size = -(-left // -(-left // chunk))
+    return [Chunk(spec, have + i * size, size) for i in range(-(-left // size))]
+
+
+def _cell_chunks(root: Path, spec: RunSpec, n: int, chunk: int) -> tuple[int, list[Chunk]]:
+    """``(runs stored, the chunks still to take the cell to n runs)``, in the split the
+    stored cell was folded with if it is a partial cell of these ``n`` runs."""
+    path = _cell_path(root, spec.key())
+    if not path.exists():
+        return 0, _chunks(spec, 0, n, chunk)
+    meta = read_meta(path, spec.key())
+    split = meta.get("split") or {}
+    size = split.get("size") if split.get("n") == n else None
+    return int(meta["n_runs"]), _chunks(spec, int(meta["n_runs"]), n, chunk, size)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -307,8 +342,8 @@ def plan(
             if have is None or cell.n_runs > have[1]:
                 need[cell.key] = (cell.spec, cell.n_runs)
     chunks = []
-    for key, (spec, n) in need.items():
-        chunks += _chunks(spec, stored_runs(root, key), n, profile.chunk)
+    for spec, n in need.values():
+        chunks += _cell_chunks(root, spec, n, profile.chunk)[1]
     # The experiments' cell order, each cell's chunks in a row: cells complete (and can
     # be committed) as the run goes, and an experiment can put first the cells a cut run
     # should have (budget). Compiled trainers are cached, so the order costs no compile.
@@ -471,16 +506,15 @@ def run(
                 ps = ",".join(dict.fromkeys(_corr_text(c.spec) for c in call))
                 bar.set_postfix_str(f"{label} p={ps}")
             train_s += _train_chunks(call, root)
-            # A cell whose chunks are all on disk is written at once (the files a run
-            # commits as it goes); the manifests wait for their experiments' last cells.
+            # Each cell of the call is written at once with every run its leading chunks
+            # hold (the files a run commits as it goes: a cut run loses at most the call in
+            # flight); the manifests wait for their experiments' last cells.
             for key in dict.fromkeys(c.spec.key() for c in call):
-                _complete_cell(root, profile, *p.need[key])
+                _complete_cell(root, profile, *p.need[key], partial=True)
             if bar is not None:
                 bar.update(sum(c.size for c in call))
     except KeyboardInterrupt:
-        # Fold each cell's finished leading chunks into its cell file: the committed cells
-        # then hold every finished run, even where the chunks are not kept.
-        for spec, n in p.need.values():
+        for spec, n in p.need.values():  # chunks written before the interrupt landed
             _complete_cell(root, profile, spec, n, partial=True)
         # Counted on disk: the interrupt may land after a chunk's file is written.
         raise Interrupted(sum(c.done(root) for c in p.chunks), root) from None
@@ -514,15 +548,16 @@ def _complete_cell(
     finished run; a later run extends the cell from m. Returns False then.
     """
     key = spec.key()
-    have = stored_runs(root, key)
+    have, pieces = _cell_chunks(root, spec, n, profile.chunk)
     if have >= n:
         return True
-    pieces = _chunks(spec, have, n, profile.chunk)
     done = next((i for i, c in enumerate(pieces) if not c.done(root)), len(pieces))
     complete = done == len(pieces)
+    split = None
     if not complete:
         if not (partial and done):
             return False
+        split = {"n": n, "size": pieces[0].size}
         pieces = pieces[:done]
         n = pieces[-1].start + pieces[-1].size
     parts, metas = [], []
@@ -547,6 +582,8 @@ def _complete_cell(
         "git_commits": sorted({c for m in metas for c in _commits(m)}),
         "versions": metas[-1].get("versions"),
     }
+    if split:
+        meta["split"] = split  # a partial cell: the split its remaining chunks keep
     write_npz(_cell_path(root, key), arrays, meta)
     return complete
 
@@ -757,4 +794,4 @@ def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[E
 
 
 def _more_runs(a: Path, b: Path) -> bool:
-    return read_npz(a)[1]["n_runs"] > read_npz(b)[1]["n_runs"]
+    return read_meta(a)["n_runs"] > read_meta(b)["n_runs"]

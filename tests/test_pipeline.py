@@ -146,7 +146,7 @@ def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
         return real(call, root_)
 
     monkeypatch.setattr(runner, "_train_chunks", flaky)
-    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress", "--fuse", "0"]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "2 chunk(s) saved" in err and "resume" in err
@@ -177,9 +177,11 @@ def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root
 
     monkeypatch.setattr(runner, "_train_chunks", flaky)
     with pytest.raises(runner.Interrupted):
-        run(SMOKE, _exps(["fig3"]), root, progress=False)
+        run(SMOKE, _exps(["fig3"]), root, progress=False, fuse=0)
     first = _exps(["fig3"])[0].cells(SMOKE)[0]
     assert runner.stored_runs(root, first.key) == SMOKE.chunk < first.n_runs
+    meta = runner.read_npz(root / "cells" / f"{first.key}.npz")[1]
+    assert meta["split"] == {"n": first.n_runs, "size": SMOKE.chunk}
     shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
     monkeypatch.setattr(runner, "_train_chunks", real)
     p = plan(SMOKE, _exps(["fig3"]), root)
@@ -196,8 +198,8 @@ def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path, monkeypatch, capsys):
-    """`kill` (SIGTERM), as a scheduler or a closing session sends it, saves the finished
-    work and exits 130, as Ctrl-C does; the previous handler is restored afterwards."""
+    """`kill` (SIGTERM), as a batch scheduler sends it, saves the finished work and exits
+    130, as Ctrl-C does; the previous handler is restored afterwards."""
     import signal
 
     root = tmp_path / "r"
@@ -213,12 +215,23 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(runner, "_train_chunks", killed)
     before = signal.getsignal(signal.SIGTERM)
-    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress", "--fuse", "0"]
     assert cli.main(argv) == 130
     assert "1 chunk(s) saved" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before
     first = _exps(["fig3"])[0].cells(SMOKE)[0]
     assert runner.stored_runs(root, first.key) == SMOKE.chunk
+
+
+def test_a_partial_cell_keeps_its_split():
+    """A cell folded after some of its chunks keeps their split, so the chunks still to
+    come (on disk from a fused call or another shard) keep their meaning."""
+    spec = _exps(["fig3"])[0].cells(SMOKE)[0].spec
+    first = runner._chunks(spec, 32, 200, 20)
+    assert [c.size for c in first] == [19] * 9  # 171 runs, of which the cell keeps 168
+    assert runner._chunks(spec, 146, 200, 20)[0].size == 18  # a fresh split from run 146
+    kept = runner._chunks(spec, 146, 200, 20, size=19)
+    assert kept == first[6:]
 
 
 def test_a_chunk_of_another_split_is_not_reused(tmp_path):

@@ -7,7 +7,7 @@ Gradient-surgery methods (PCGrad, Yu et al., NeurIPS 2020; CAGrad, Liu et al., N
 at every evaluation, on the first 256 test points, in every run, so this experiment's
 cells are the `relatedness` cells and it trains nothing of its own. Which objectives
 remove the conflict, and whether that lowers the loss, is the `objectives` experiment's
-second figure (:func:`draw_objectives`, on its own cells).
+second figure (``objectives.draw_conflict``, on its own cells).
 """
 
 from __future__ import annotations

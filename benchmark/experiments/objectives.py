@@ -47,13 +47,20 @@ def _by(res: Results) -> dict:
     return out
 
 
+def _labels(groups) -> list[str]:
+    """The objective labels of ``{(model, label): ...}``, in registry order (equal first),
+    a tuned objective (``gradnorm(alpha=0.5)``) after its paper-default one."""
+    order = {n: i for i, n in enumerate(objective_registry.names())}
+    return sorted({o for _, o in groups}, key=lambda o: (order.get(o.split("(")[0], len(order)), o))
+
+
 def draw(res: Results, out: Path, caption: str) -> list[Path]:
     by = _by(res)
     fig, axes = plots.figure(1, len(MODELS), figsize=(7 * len(MODELS), 5), sharey=True)
     rows = []
     for ax, m in zip(axes[0], MODELS, strict=True):
         series = []
-        for i, o in enumerate(objective_registry.names()):
+        for i, o in enumerate(_labels(by)):
             if (m, o) not in by:
                 continue
             xs = sorted(by[(m, o)])
@@ -81,7 +88,7 @@ def draw_conflict(res: Results, out: Path, caption: str) -> list[Path]:
     for ax, m in zip(axes[0], MODELS, strict=True):
         series = [
             (o, "k" if o == "equal" else f"C{i % 10}", *_xs_vals(table[(m, o)]))
-            for i, o in enumerate(objective_registry.names())
+            for i, o in enumerate(_labels(table))
             if (m, o) in table
         ]
         ylabel = YLABEL if m == MODELS[0] else ""
@@ -109,7 +116,7 @@ def closes_gap(res: Results) -> Verdict:
         return np.mean(a - b, axis=axis) / np.mean(a - c, axis=axis)
 
     parts, best = [], None
-    for o in objective_registry.names():
+    for o in _labels(by):
         if o == "equal" or ("shared_bottom", o) not in by:
             continue
         ci = stats.paired_bootstrap(share, [sb, low("shared_bottom", o), mmoe])
