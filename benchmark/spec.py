@@ -145,7 +145,7 @@ class RunSpec:
         )
         corr = [list(r) for r in self.corr] if self.is_matrix else self.corr
         return {
-            "model": {"name": self.model.name, "sizes": self.model.sizes()},
+            "model": self.model.canonical(),
             "task": task_constants(self.task),
             "corr": corr,
             "train": self.train.to_dict(),

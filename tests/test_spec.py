@@ -226,3 +226,15 @@ def test_the_layering_check_catches_an_upward_import(tmp_path):
     known = set(_project_modules())
     (target,) = _imports("benchmark.runner", path, known)
     assert target == "benchmark.plots" and _layer(target) > _layer("benchmark.runner")
+
+
+def test_an_architecture_revision_enters_the_hash(monkeypatch):
+    from benchmark import models
+
+    spec = RunSpec(model=ModelConfig.of("mmoe"), task=TASK, corr=0.5, train=TRAIN, lr=1e-3)
+    before = spec.key()
+    assert "revision" not in spec.canonical()["model"]  # revision 0: the hash of before
+    entry = models.get("mmoe")
+    monkeypatch.setitem(models._REGISTRY, "mmoe", dataclasses.replace(entry, revision=1))
+    assert spec.canonical()["model"]["revision"] == 1 and spec.key() != before
+    assert models.get("dselect_k").revision >= 1

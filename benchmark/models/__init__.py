@@ -35,6 +35,9 @@ class Architecture:
       paper: the paper it comes from.
       label: display name in figures and tables (default: ``name``).
       order: position in listings and legends (lower first; ties by name).
+      revision: bumped when the module's code changes its numbers at the same sizes (an
+        initialisation, a layer); a run spec hashes it when non-zero, so stored results of
+        an earlier revision are never reused.
     """
 
     name: str
@@ -43,13 +46,20 @@ class Architecture:
     paper: str
     label: str = ""
     order: int = 100
+    revision: int = 0
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
 def register(
-    name: str, *, description: str, paper: str, label: str = "", order: int = 100
+    name: str,
+    *,
+    description: str,
+    paper: str,
+    label: str = "",
+    order: int = 100,
+    revision: int = 0,
 ) -> Callable[[type], type]:
     """Class decorator: add a Flax module to the registry under ``name``.
 
@@ -60,7 +70,9 @@ def register(
     def deco(cls):
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name, cls, description, paper, label or name, order)
+        _REGISTRY[name] = Architecture(
+            name, cls, description, paper, label or name, order, revision
+        )
         return cls
 
     return deco
@@ -148,6 +160,13 @@ class ModelConfig:
         fields = _hyper_fields(get(self.name).cls)
         given = dict(self.overrides)
         return {k: given.get(k, f.default) for k, f in fields.items() if k != "n_tasks"}
+
+    def canonical(self) -> dict:
+        """What a run spec hashes of the model: its name, every size, and the registry's
+        revision where it is not 0."""
+        out = {"name": self.name, "sizes": self.sizes()}
+        revision = get(self.name).revision
+        return out | {"revision": revision} if revision else out
 
     def label(self) -> str:
         """``name`` or ``name(field=value, ...)``: unique per config, for file names and keys."""

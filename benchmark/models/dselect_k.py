@@ -8,10 +8,11 @@ log2(E) smooth-step activations S(z_i1), ..., S(z_im) and gives expert e the wei
 prod_j (S(z_ij) if bit j of e is 1 else 1 - S(z_ij)); once every |z_ij| >= gamma / 2 the
 selector is one-hot, so the task's gate has at most k non-zero weights.
 
-Left out: the paper's entropy regulariser on the selectors (section 3.3). It is a function of
-the forward pass, but an architecture here returns only ``(preds, gates)`` and the training
-loss is the engine's, so it has no way into the loss; its reference version also changes its
-weight with a step counter (mutable state). The paper's other regulariser, for E not a power of
+Left out: the paper's entropy regulariser on the selectors (section 3.3). The reference Keras
+layer (google-research ``dselect_k_moe``) makes it optional and off by default
+(``entropy_reg=None``), which is what this model trains as; an architecture here returns only
+``(preds, gates)`` and the training loss is the engine's, so there is no way for it into the
+loss. The paper's other regulariser, for E not a power of
 2, is replaced by requiring a power of 2 (every binary code is then an expert).
 """
 
@@ -56,6 +57,7 @@ def _uniform(scale: float):
     order=10,
     description="MMoE's experts, each task gated by k smooth-step binary selectors (k-sparse)",
     paper="Hazimeh et al., NeurIPS 2021",
+    revision=1,  # 1: the selector weights' bias drawn as the reference's, not zeros
 )
 class DSelectK(nn.Module):
     """x (B, d) -> preds (B, K), gates (B, K, E).
@@ -92,12 +94,13 @@ class DSelectK(nn.Module):
         codes = jnp.asarray(binary_codes(e), jnp.float32)  # (E, m)
         m = codes.shape[1]
         d, t = x.shape[-1], self.n_tasks
-        # The reference initialisation: z near 0, so every selector starts near uniform.
-        z_init = _uniform(self.gamma / 100)
+        # The reference initialisation: z near 0, so every selector starts near uniform;
+        # the selector weights' kernel and bias from Keras's RandomUniform, U(-0.05, 0.05).
+        z_init, w_init = _uniform(self.gamma / 100), _uniform(0.05)
         wz = self.param("z_kernel", z_init, (t, d, kk * m))
         bz = self.param("z_bias", z_init, (t, kk * m))
-        ww = self.param("w_kernel", _uniform(0.05), (t, d, kk))
-        bw = self.param("w_bias", nn.initializers.zeros, (t, kk))
+        ww = self.param("w_kernel", w_init, (t, d, kk))
+        bw = self.param("w_bias", w_init, (t, kk))
         z = (jnp.einsum("bd,tdf->btf", x, wz) + bz).reshape(x.shape[0], t, kk, m)
         s = smooth_step(z, self.gamma)[..., None, :]  # (B, K, k, 1, m)
         # Selector i over expert e: prod_j of S(z_ij) where bit j of e is 1, else 1 - S(z_ij).
