@@ -110,7 +110,24 @@ def conflict(rises=True):
     return _results("gradient_conflict", cells)
 
 
+def collapse(rises=True, home_lower=True):
+    """MMoE and the HoME-style MMoE's expert cosine at p = 0, 0.5 and 1."""
+    z = _draws()
+    cells = []
+    for m in ("mmoe", "mmoe_norm"):
+        for x in (0.0, 0.5, 1.0):
+            level = (
+                0.3 + (0.2 * x if rises else 0.0) - (0.1 if m == "mmoe_norm" and home_lower else 0)
+            )
+            cell = _cell(m, x, 0.3 + 0.01 * z())
+            cell.arrays["expert_cosine"] = level + 0.05 * z()
+            cells.append(cell)
+    return _results("expert_collapse", cells)
+
+
 FIXTURES = {
+    "expert_collapse.alike_with_relatedness": (collapse(), collapse(rises=False)),
+    "expert_collapse.home_less_alike": (collapse(), collapse(home_lower=False)),
     "objectives.close_gap": (objectives_results(0.25), objectives_results(0.38)),
     "gradient_conflict.falls": (conflict(True), conflict(False)),
     "depth.ple_lead_is_depth": (depth(0.12), depth(0.25)),
