@@ -134,18 +134,29 @@ def test_resume_after_interruption(tmp_path, smoke_root):
         assert f.read_bytes() == before[f]
 
 
+def _stop_on_call(monkeypatch, n, stop=None):
+    """Patch the runner's training calls so that call ``n`` stops the run: a
+    KeyboardInterrupt before it trains, or ``stop()`` (a signal) once it has trained.
+    Returns the real function."""
+    real = runner._train_chunks
+    calls = {"n": 0}
+
+    def patched(call, root_):
+        calls["n"] += 1
+        if calls["n"] == n and stop is None:
+            raise KeyboardInterrupt
+        out = real(call, root_)
+        if calls["n"] == n:
+            stop()
+        return out
+
+    monkeypatch.setattr(runner, "_train_chunks", patched)
+    return real
+
+
 def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
-    calls = {"n": 0}
-    real = runner._train_chunks
-
-    def flaky(call, root_):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(call, root_)
-
-    monkeypatch.setattr(runner, "_train_chunks", flaky)
+    real = _stop_on_call(monkeypatch, 3)
     argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress", "--fuse", "0"]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
@@ -166,21 +177,12 @@ def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root
     a clone with the cell files only (no chunks) resumes from them and ends with the same
     numbers as an uninterrupted run."""
     root = tmp_path / "r"
-    calls = {"n": 0}
-    real = runner._train_chunks
-
-    def flaky(call, root_):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(call, root_)
-
-    monkeypatch.setattr(runner, "_train_chunks", flaky)
+    real = _stop_on_call(monkeypatch, 2)
     with pytest.raises(runner.Interrupted):
         run(SMOKE, _exps(["fig3"]), root, progress=False, fuse=0)
     first = _exps(["fig3"])[0].cells(SMOKE)[0]
     assert runner.stored_runs(root, first.key) == SMOKE.chunk < first.n_runs
-    meta = runner.read_npz(root / "cells" / f"{first.key}.npz")[1]
+    meta = runner.read_meta(root / "cells" / f"{first.key}.npz")
     assert meta["split"] == {"n": first.n_runs, "size": SMOKE.chunk}
     shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
     monkeypatch.setattr(runner, "_train_chunks", real)
@@ -203,17 +205,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, monkeypatch, capsys):
     import signal
 
     root = tmp_path / "r"
-    calls = {"n": 0}
-    real = runner._train_chunks
-
-    def killed(call, root_):
-        calls["n"] += 1
-        out = real(call, root_)
-        if calls["n"] == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(runner, "_train_chunks", killed)
+    _stop_on_call(monkeypatch, 1, stop=lambda: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress", "--fuse", "0"]
     assert cli.main(argv) == 130

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import get
-from ..report import fmt_ci
+from ..report import fmt_ci, paired_diff
 from ..runner import Results
 from . import Claim, Experiment, Verdict, register, relatedness
 
@@ -78,9 +78,7 @@ def falls_with_relatedness(res: Results) -> Verdict:
         )
         if c1 is None or not np.isfinite(_conflict(c0)).any():
             continue  # ungated single-task models share nothing
-        ci = stats.paired_bootstrap(
-            lambda a, b, axis: np.mean(a - b, axis=axis), [_conflict(c1), _conflict(c0)]
-        )
+        ci = paired_diff(_conflict(c1), _conflict(c0))
         holds &= ci[1] > 0
         parts.append(f"{m} {fmt_ci(*ci)}")
     return Verdict(
