@@ -74,18 +74,31 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
             w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
 
 
-def plot_curves(ax, steps, series, ylabel: str, title: str | None = None, band: str = ""):
+def _steps_formatter():
+    """Tick labels in thousands (``40k``), so that long budgets' ticks never run together."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
+
+
+def plot_curves(
+    ax, steps, series, ylabel: str, title: str | None = None, band: str = "", log: bool = False
+):
     """Lines with shaded bands against training steps.
 
     Args:
       steps: (n_evals,) training steps.
       series: list of ``(label, color, mean (n_evals,), lo (n_evals,), hi (n_evals,))``.
       band: what the band is, for the legend title (e.g. "band: 95% CI of the mean").
+      log: a logarithmic y axis, so that the late phase's small losses stay readable.
     """
     for label, c, mean, lo, hi in series:
         ax.plot(steps, mean, color=c, label=label)
         ax.fill_between(steps, lo, hi, color=c, alpha=0.2, lw=0)
     ax.set_xlabel("training steps")
+    ax.xaxis.set_major_formatter(_steps_formatter())
+    if log:
+        ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if title:

@@ -35,6 +35,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         "test MSE, task 1",
         title=f"Shared-Bottom (bottom 16), mean of {res.n_runs} runs",
         band=BAND,
+        log=True,
     )
     write_curves(out / "fig3_shared_bottom.csv", rows)
     return [plots.save(fig, out / "fig3_shared_bottom.png", caption)]

@@ -52,6 +52,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
             "test MSE, task 1",
             title=f"{_label(model)} (mean of {res.n_runs} runs)",
             band=BAND,
+            log=True,
         )
     write_curves(out / "fig4_models.csv", rows)
     paths = [plots.save(fig, out / "fig4_models.png", caption)]
