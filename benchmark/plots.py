@@ -27,6 +27,7 @@ __all__ = [
     "plot_bars",
     "plot_gate_weights",
     "plot_intervals",
+    "plot_matrix",
 ]
 
 CORR_COLORS = {0.5: "C3", 0.9: "C1", 1.0: "C2"}
@@ -233,3 +234,30 @@ def plot_intervals(ax, rows, xlabel: str, reference: float | None = None):
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis="x")
     return ax
+
+
+def plot_matrix(ax, labels, values, marks=None, title: str | None = None, cmap: str = "RdBu"):
+    """A square matrix of values in [0, 1] (e.g. P(row better than column)), each cell
+    written out, on a colour scale centred on 0.5.
+
+    Args:
+      labels: (n,) names of the rows and columns.
+      values: (n, n) the values; NaN cells (the diagonal) stay blank.
+      marks: (n, n) bools; a marked cell gets a ``*`` (e.g. a 95% CI that excludes 0.5).
+    Returns the ``AxesImage`` for a colour bar.
+    """
+    values = np.asarray(values, dtype=float)
+    n = len(labels)
+    image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap=cmap)
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(values[i, j]):
+                star = "*" if marks is not None and marks[i][j] else ""
+                dark = abs(values[i, j] - 0.5) > 0.3
+                ax.text(j, i, f"{values[i, j]:.2f}{star}", ha="center", va="center",
+                        fontsize=6, color="w" if dark else "k")  # fmt: skip
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return image

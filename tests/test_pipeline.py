@@ -4,6 +4,7 @@ K = 3 tasks, and the command line's errors."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -18,7 +19,7 @@ import flax.linen as nn
 import numpy as np
 import pytest
 
-from benchmark import cli, experiments, models, runner
+from benchmark import cli, experiments, models, runner, stats
 from benchmark.experiments import PLE_CORRS, get_profile
 from benchmark.report import assembled, build_summary, check_claims
 from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
@@ -450,9 +451,22 @@ def test_cli_figures_and_report(smoke_root, tmp_path, capsys, monkeypatch):
     figs = tmp_path / "results" / "smoke" / "figures"  # not figures/: that is default's
     assert not (tmp_path / "figures").exists()
     for name in ("fig3_shared_bottom", "fig4_models", "fig5_histograms", "relatedness",
-                 "mtl_gain", "gates", "prob_improvement"):  # fmt: skip
+                 "mtl_gain", "gates", "prob_improvement", "relatedness_improvement"):  # fmt: skip
         assert (figs / f"{name}.png").stat().st_size > 10_000
         assert (figs / f"{name}.csv").read_text().count("\n") > 2
+    # Every pair of the sweep's architectures at every correlation, once, inside its CI.
+    res = load_experiment(tmp_path / "results" / "smoke", "relatedness")
+    by = res.by_series()
+    with open(figs / "relatedness_improvement.csv") as f:
+        rows = list(csv.DictReader(f))
+    n, xs = len(by), {x for v in by.values() for x in v}
+    assert len(rows) == n * (n - 1) // 2 * len(xs) and n >= 2
+    for r in rows:
+        p, lo, hi = float(r["p_a_better"]), float(r["ci_lo"]), float(r["ci_hi"])
+        assert 0 <= lo <= p <= hi <= 1
+        x = round(float(r["correlation"]), 6)
+        a, b = by[r["a"]][x].final.mean(-1), by[r["b"]][x].final.mean(-1)
+        assert p == pytest.approx(stats.prob_better(a, b), abs=1e-5)
     capsys.readouterr()
     assert cli.main(["report", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out

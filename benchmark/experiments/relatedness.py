@@ -79,11 +79,65 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
     return [plots.save(fig, out / "relatedness.png", caption)]
 
 
+def _shown(xs: list[float]) -> list[float]:
+    """The correlations the figure shows: the lowest, 0.5 (or the middle one), the highest."""
+    mid = 0.5 if 0.5 in xs else xs[len(xs) // 2]
+    return sorted({xs[0], mid, xs[-1]})
+
+
+def draw_improvement(res: Results, out: Path, caption: str) -> list[Path]:
+    """P(a run of A ends lower than a run of B), rliable's probability of improvement, on
+    each run's mean-over-tasks final loss, for every pair of architectures at every
+    correlation, with a 95% bootstrap CI (``relatedness_improvement.csv``). The figure shows
+    the matrices at the lowest correlation, 0.5 and the highest; a ``*`` marks a pair whose
+    CI excludes 0.5. ``P(B < A) = 1 − P(A < B)``, so each pair is computed once."""
+    by = res.by_series()
+    labels = list(by)
+    xs = sorted(set.intersection(*(set(v) for v in by.values())))
+    if len(labels) < 2 or not xs:
+        return []
+    n = len(labels)
+    rows, mats = [], {}
+    for x in xs:
+        runs = [by[s][x].final.mean(-1) for s in labels]  # (runs,) each
+        point, mark = np.full((n, n), np.nan), np.zeros((n, n), bool)
+        for i in range(n):
+            for j in range(i + 1, n):
+                pij = stats.prob_better(runs[i], runs[j])
+                lo, hi = stats.prob_better_ci(runs[i], runs[j])
+                rows.append([labels[i], labels[j], x, pij, lo, hi])
+                point[i, j], point[j, i] = pij, 1.0 - pij
+                mark[i, j] = mark[j, i] = lo > 0.5 or hi < 0.5
+        mats[x] = (point, mark)
+    shown = _shown(xs)
+    k = len(shown)
+    fig, axes = plots.figure(
+        1,
+        k + 1,
+        figsize=(max(0.55 * n * k + 2.5, 10.0), 0.5 * n + 2.5),
+        gridspec_kw={"width_ratios": [1.0] * k + [0.05]},
+    )
+    for ax, x in zip(axes[0][:k], shown, strict=True):
+        image = plots.plot_matrix(ax, labels, *mats[x], title=f"correlation {x:g}")
+    fig.colorbar(image, cax=axes[0][k], label="P(row ends lower than column)")
+    fig.suptitle(
+        "P(a run of the row's model ends lower than a run of the column's), final test MSE "
+        "(mean over tasks)\n* : the 95% bootstrap CI excludes 0.5",
+        fontsize=10,
+    )
+    plots.write_csv(
+        out / "relatedness_improvement.csv",
+        ["a", "b", "correlation", "p_a_better", "ci_lo", "ci_hi"],
+        rows,
+    )
+    return [plots.save(fig, out / "relatedness_improvement.png", caption)]
+
+
 register(
     Experiment(
         name="relatedness",
         description="every registered architecture across the correlation grid (headline figure)",
         cells=cells,
-        figures=(draw,),
+        figures=(draw, draw_improvement),
     )
 )
