@@ -272,13 +272,39 @@ def prob_better_ci(
         return NAN, NAN
     rng = np.random.default_rng(seed)
     a_boot = av[rng.integers(0, av.size, size=(n_boot, av.size))]  # (n_boot, n)
-    b_boot = np.sort(bv[rng.integers(0, bv.size, size=(n_boot, bv.size))], axis=1)  # (n_boot, m)
-    boot = np.fromiter(
-        (_prob_better_finite(a_boot[k], b_boot[k]) for k in range(n_boot)),
-        dtype=np.float64,
-        count=n_boot,
-    )
+    b_boot = bv[rng.integers(0, bv.size, size=(n_boot, bv.size))]  # (n_boot, m)
+    if av.size * bv.size <= ALL_PAIRS_MAX:
+        boot = _prob_better_rows(a_boot, b_boot)
+    else:
+        b_boot.sort(axis=1)
+        boot = np.fromiter(
+            (_prob_better_finite(a_boot[k], b_boot[k]) for k in range(n_boot)),
+            dtype=np.float64,
+            count=n_boot,
+        )
     return _percentile_interval(boot, ci)
+
+
+# Below this many pairs per replicate, comparing every pair at once beats a sorted search
+# per replicate (20 x 20 runs: 4.5x faster; 200 x 200: 2.7x slower).
+ALL_PAIRS_MAX = 2500
+
+
+def _prob_better_rows(a_boot: np.ndarray, b_boot: np.ndarray) -> np.ndarray:
+    """``(n_boot,)`` :func:`prob_better` of each row of ``a_boot`` ``(n_boot, n)`` against the
+    same row of ``b_boot`` ``(n_boot, m)``: every pair compared at once, in blocks of rows
+    of at most about 4 M comparisons (the same counts, so the same floats, as the sorted
+    search of :func:`_prob_better_finite`)."""
+    n_boot, n = a_boot.shape
+    m = b_boot.shape[1]
+    block = max(1, 4_000_000 // (n * m))
+    out = np.empty(n_boot, np.float64)
+    for s in range(0, n_boot, block):
+        a, b = a_boot[s : s + block, :, None], b_boot[s : s + block, None, :]
+        wins = (b > a).sum(axis=(1, 2))  # pairs with b_j > a_i
+        ties = (b == a).sum(axis=(1, 2))
+        out[s : s + block] = (wins + 0.5 * ties) / (n * m)
+    return out
 
 
 def summarize(

@@ -369,3 +369,22 @@ def test_prob_better_ci():
     # fully separated samples: every resample is still separated -> [1, 1]
     assert prob_better_ci([1.0, 2.0, 3.0], [4.0, 5.0], seed=0, n_boot=SMALL_BOOT) == (1.0, 1.0)
     assert all(math.isnan(v) for v in prob_better_ci([1.0], [2.0, 3.0], seed=0))
+
+
+@pytest.mark.parametrize("n, m", [(20, 20), (7, 3), (60, 50)])
+def test_prob_better_ci_paths_agree(monkeypatch, n, m):
+    """Comparing every pair at once and the sorted search give the same interval, ties
+    included, on either side of the size at which the function switches."""
+    import benchmark.stats as st
+
+    rng = np.random.default_rng(n)
+    a, b = np.round(rng.normal(size=n), 1), np.round(rng.normal(0.3, 1.0, size=m), 1)
+    a[0] = np.nan
+    both = []
+    for limit in (0, 10**9):  # the sorted search only, then all pairs only
+        monkeypatch.setattr(st, "ALL_PAIRS_MAX", limit)
+        both.append(prob_better_ci(a, b, seed=2, n_boot=SMALL_BOOT))
+    assert both[0] == both[1]
+    # one replicate by hand: the rows path counts the same pairs as prob_better
+    rows = st._prob_better_rows(a[None, 1:], b[None, :])
+    assert rows[0] == prob_better(a, b)
