@@ -26,6 +26,8 @@ from datagen import TaskSpec, sample, task_weights, validate_correlation
 
 from . import objectives
 from .models import ModelConfig
+from .models import get as get_arch
+from .models import names as arch_names
 
 __all__ = [
     "TrainConfig",
@@ -331,12 +333,15 @@ def train_run(
     else:
         loss_k = objectives.per_task_mse(net)
         k_obj = jax.random.fold_in(key, 5)  # the objective's stream (PCGrad's order, RLW)
+        rep_fn = None
+        if obj.needs_representation:
+            rep_fn = objectives.representation_losses(net, representation_of(model, obj))
 
         def step(carry, i):
             params, opt_state, st = carry
             x, y = batch(i)
             g, _, st, _ = objectives.direction(
-                obj, loss_k, params, x, y, st, jax.random.fold_in(k_obj, i), mask
+                obj, loss_k, params, x, y, st, jax.random.fold_in(k_obj, i), mask, rep_fn
             )
             params, opt_state = _adam_update(params, opt_state, g, rate)
             if obj.needs_new_losses:
@@ -421,6 +426,21 @@ def _compiled(
     """
     group = default_group() if group == "auto" else group
     return _compiled_for(model, spec, cfg, n_devices, group, objective)
+
+
+def representation_of(model, obj) -> str:
+    """The architecture's registered shared representation, where ``obj`` needs one
+    (else ""); a ValueError names the architectures that have one."""
+    if not obj.needs_representation:
+        return ""
+    rep = get_arch(model.name).representation
+    if not rep:
+        having = [n for n in arch_names() if get_arch(n).representation]
+        raise ValueError(
+            f"objective {obj.name} needs an architecture with a registered shared "
+            f"representation ({', '.join(having)}); {model.name} has none"
+        )
+    return rep
 
 
 @functools.lru_cache(maxsize=64)
@@ -523,7 +543,7 @@ def train_many(
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
     n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
-    objectives.resolve(objective)  # unknown names fail here with the known list
+    representation_of(model, objectives.resolve(objective))  # unknown names fail here
     fn = _compiled(model, spec, cfg, n_dev, group, objective)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, p, lr))

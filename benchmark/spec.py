@@ -106,10 +106,11 @@ class RunSpec:
             raise ValueError(
                 f"objective must be one of: {', '.join(objectives.names())}; got {self.objective!r}"
             )
-        objectives.resolve(self.objective)  # an instance must be a registered objective
+        obj = objectives.resolve(self.objective)  # an instance must be a registered objective
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.model.build(self.train.n_tasks)  # validates the name and sizes
+        engine.representation_of(self.model, obj)  # MGDA-UB needs a representation
 
     @property
     def objective_name(self) -> str:

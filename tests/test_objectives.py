@@ -17,7 +17,7 @@ import optax
 import pytest
 from scipy.optimize import minimize
 
-from benchmark import objectives
+from benchmark import models, objectives
 from benchmark.models import ModelConfig
 
 NAMES = objectives.names()
@@ -82,6 +82,13 @@ class Toy:
         return (x @ params["shared"]["kernel"]) @ params["towers"].T, None
 
 
+def toy_rep_fn(params, x, y, delta):
+    """The toy's :func:`objectives.representation_losses`: Z = x W is its representation."""
+    z = x @ params["shared"]["kernel"]
+    zs = jax.lax.stop_gradient(z) if delta is None else jax.lax.stop_gradient(z) + delta
+    return jnp.mean((zs @ params["towers"].T - y) ** 2, axis=0), z
+
+
 def toy_data(key, n_tasks=3, d=5, b=32):
     kx, kw = jax.random.split(key)
     x = jax.random.normal(kx, (b, d))
@@ -102,8 +109,9 @@ def train(obj, key, n_tasks=3, steps=40, lr=0.05):
 
     def body(carry, i):
         params, opt_state, state = carry
+        rep_fn = toy_rep_fn if obj.needs_representation else None
         d, losses, state, info = objectives.direction(
-            obj, loss_fn, params, x, y, state, jax.random.fold_in(k_obj, i), mask
+            obj, loss_fn, params, x, y, state, jax.random.fold_in(k_obj, i), mask, rep_fn
         )
         updates, opt_state = opt.update(d, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -197,8 +205,8 @@ def test_trains_under_jit_and_vmap_over_runs(name):
 def test_one_pass_weights_match_the_step(name):
     """A loss-weighting objective's one-backward-pass form equals its K-gradient step."""
     obj = objectives.get(name)
-    if obj.needs_task_grads:
-        pytest.skip("needs the per-task gradients")
+    if obj.needs_task_grads or obj.needs_representation:
+        pytest.skip("needs the per-task gradients on the parameters or the representation")
     net = Toy()
     x, y = toy_data(KEY)
     params = net.init(jax.random.key(3), x)
@@ -380,6 +388,109 @@ def test_mgda_l2_normalisation():
     a1 = np.clip((u[1] - u[0]) @ u[1] / ((u[0] - u[1]) @ (u[0] - u[1])), 0, 1)
     np.testing.assert_allclose(info["alpha"], [a1, 1 - a1], rtol=1e-5)
     np.testing.assert_allclose(info["weights"], np.array([a1, 1 - a1]) / np.linalg.norm(g, axis=1))
+
+
+# ---------------------------------------------------------------------------------------
+# The shared representation and MGDA-UB
+
+REPRESENTED = [n for n in models.names() if models.get(n).representation]
+
+
+def _flax_example(name, seed=0, b=256):
+    net = ModelConfig.of(name).build(2)
+    x, y = toy_data(jax.random.key(seed), n_tasks=2, d=12, b=b)
+    params = net.init(jax.random.key(seed + 1), x[:1])
+    return net, params, x, y
+
+
+@pytest.mark.parametrize("name", REPRESENTED)
+def test_representation_is_where_sharing_ends(name):
+    """A registered representation Z: the losses are the model's; the heads' gradients
+    (through delta) touch no shared entry; Z's cotangent reaches every shared entry and
+    no entry that the heads' gradients reach."""
+    net, params, x, y = _flax_example(name)
+    rep_fn = objectives.representation_losses(net, models.get(name).representation)
+    z_shape = jax.eval_shape(lambda p: rep_fn(p, x, y, None)[1], params).shape
+    (losses, z), vjp = jax.vjp(lambda p, d: rep_fn(p, x, y, d), params, jnp.zeros(z_shape))
+    np.testing.assert_allclose(losses, objectives.per_task_mse(net)(params, x, y), rtol=1e-6)
+    leaves = jax.tree_util.tree_leaves
+    shared = [np.asarray(m, bool) & np.ones(np.shape(g), bool)
+              for m, g in zip(leaves(objectives.shared_mask(net, params, np.asarray(x))),
+                              leaves(params), strict=True)]  # fmt: skip
+    no_z = jnp.zeros_like(z)
+    heads = [np.zeros(s_.shape, bool) for s_ in shared]
+    for k in range(2):
+        for i, g in enumerate(leaves(vjp((jnp.eye(2)[k], no_z))[0])):
+            assert not np.any(np.asarray(g)[shared[i]])
+            heads[i] |= np.asarray(g) != 0
+    body = leaves(vjp((jnp.zeros(2), jax.random.normal(KEY, z.shape)))[0])
+    assert sum(h.sum() for h in heads) > 0 and sum(s_.sum() for s_ in shared) > 0
+    for g, s_, h in zip(body, shared, heads, strict=True):
+        assert np.all(np.asarray(g)[s_] != 0) and not np.any(np.asarray(g)[h])
+
+
+def test_representation_losses_names_a_missing_submodule():
+    net, params, x, y = _flax_example("shared_bottom")
+    with pytest.raises(ValueError, match="no submodule 'experts'"):
+        objectives.representation_losses(net, "experts")(params, x, y, None)
+
+
+def test_mgda_ub_needs_a_registered_representation():
+    from benchmark.experiments import get_profile
+
+    spec = get_profile("smoke").spec(ModelConfig.of("mmoe"), 0.5)
+    dataclasses.replace(spec, objective="mgda_ub")  # MMoE has one
+    with pytest.raises(ValueError, match="mgda_ub needs an architecture .*shared_bottom.*ple"):
+        dataclasses.replace(spec, model=ModelConfig.of("ple"), objective="mgda_ub")
+
+
+def test_mgda_ub_against_the_paper():
+    """Shared-Bottom, one step: alpha is the two-task closed form on the gradients with
+    respect to Z = x W + b (Sener & Koltun, section 3.3, written out here with
+    jax.jacrev of the heads, independent of the interceptor); the shared entries get
+    sum_k alpha_k grad L_k, the towers mean_k grad L_k."""
+    net, params, x, y = _flax_example("shared_bottom", seed=3)
+    p = params["params"]
+    z = x @ p["bottom"]["kernel"] + p["bottom"]["bias"]
+
+    def heads(z):  # the towers on relu(z), written out
+        t = p["towers"]
+        h = jnp.einsum("bh,khu->bku", jax.nn.relu(z), t["hidden_kernel"]) + t["hidden_bias"]
+        preds = jnp.einsum("bku,ku->bk", jax.nn.relu(h), t["out_kernel"][..., 0])
+        return jnp.mean((preds + t["out_bias"] - y) ** 2, axis=0)
+
+    np.testing.assert_allclose(heads(z), objectives.per_task_mse(net)(params, x, y), rtol=1e-5)
+    g = np.asarray(jax.jacrev(heads)(z)).reshape(2, -1).astype(np.float64)  # (K, B*H)
+    a1 = np.clip((g[1] - g[0]) @ g[1] / np.sum((g[0] - g[1]) ** 2), 0, 1)
+    alpha = np.array([a1, 1 - a1])
+    losses, full = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
+    obj = objectives.get("mgda_ub")
+    rep_fn = objectives.representation_losses(net, "bottom")
+    mask = objectives.shared_mask(net, params, np.asarray(x))
+    d, l_ub, _, info = objectives.direction(obj, None, params, x, y, {}, KEY, mask, rep_fn)
+    np.testing.assert_allclose(info["alpha"], alpha, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(l_ub, losses, rtol=1e-6)
+    for name in ("kernel", "bias"):
+        want = np.tensordot(alpha, np.asarray(full["params"]["bottom"][name]), axes=1)
+        np.testing.assert_allclose(d["params"]["bottom"][name], want, rtol=1e-4, atol=1e-7)
+    for name, leaf in d["params"]["towers"].items():
+        want = np.asarray(full["params"]["towers"][name]).mean(0)
+        np.testing.assert_allclose(leaf, want, rtol=1e-4, atol=1e-7)
+
+
+def test_mgda_ub_trains_in_the_engine():
+    """The engine's trainer: finite on Shared-Bottom and MMoE, and the one-line error on
+    an architecture without a representation."""
+    from benchmark.engine import TrainConfig, run_keys, train_many
+    from datagen import get_preset
+
+    cfg = TrainConfig(steps=6, batch_size=8, eval_every=6, n_test=16)
+    kw = dict(spec=get_preset("kdd18"), cfg=cfg, objective="mgda_ub")
+    for name in ("shared_bottom", "mmoe"):
+        out = train_many(run_keys(0, 2), 0.5, 1e-2, model=ModelConfig.of(name), **kw)
+        assert np.all(np.isfinite(out["final"]))
+    with pytest.raises(ValueError, match="cgc has none"):
+        train_many(run_keys(0, 2), 0.5, 1e-2, model=ModelConfig.of("cgc"), **kw)
 
 
 def _np_cagrad(g, c):

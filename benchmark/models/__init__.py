@@ -38,6 +38,10 @@ class Architecture:
       revision: bumped when the module's code changes its numbers at the same sizes (an
         initialisation, a layer); a run spec hashes it when non-zero, so stored results of
         an earlier revision are never reused.
+      representation: the name of the direct submodule whose output is the tasks' shared
+        representation Z: every shared parameter lies before it, and only task-specific
+        ones after it ("" if the architecture has none such). Objectives that work on
+        the gradients with respect to Z (``mgda_ub``) need it; a test checks the claim.
     """
 
     name: str
@@ -47,6 +51,7 @@ class Architecture:
     label: str = ""
     order: int = 100
     revision: int = 0
+    representation: str = ""
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -60,6 +65,7 @@ def register(
     label: str = "",
     order: int = 100,
     revision: int = 0,
+    representation: str = "",
 ) -> Callable[[type], type]:
     """Class decorator: add a Flax module to the registry under ``name``.
 
@@ -71,7 +77,7 @@ def register(
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"architecture {name!r} is registered twice")
         _REGISTRY[name] = Architecture(
-            name, cls, description, paper, label or name, order, revision
+            name, cls, description, paper, label or name, order, revision, representation
         )
         return cls
 

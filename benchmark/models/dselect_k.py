@@ -58,6 +58,7 @@ def _uniform(scale: float):
     description="MMoE's experts, each task gated by k smooth-step binary selectors (k-sparse)",
     paper="Hazimeh et al., NeurIPS 2021",
     revision=1,  # 1: the selector weights' bias drawn as the reference's, not zeros
+    representation="experts",
 )
 class DSelectK(nn.Module):
     """x (B, d) -> preds (B, K), gates (B, K, E).

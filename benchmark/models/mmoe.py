@@ -15,6 +15,7 @@ from ._layers import Experts, Gates, Towers, mix
     order=3,
     description="ReLU experts mixed by one softmax gate per task, g^k(x) = softmax(W_gk x)",
     paper="Ma et al., KDD 2018",
+    representation="experts",
 )
 class MMoE(nn.Module):
     """x (B, d) -> preds (B, K), gates (B, K, E).

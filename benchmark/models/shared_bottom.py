@@ -17,6 +17,7 @@ from ._layers import Towers
     order=1,
     description="one shared ReLU layer, a tower per task (hard parameter sharing)",
     paper="Caruana 1997; as configured in Ma et al., KDD 2018",
+    representation="bottom",
 )
 class SharedBottom(nn.Module):
     """x (B, d) -> preds (B, K), gates None.

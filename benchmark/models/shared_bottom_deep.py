@@ -18,6 +18,7 @@ from ._layers import Towers
     order=14,
     description="Shared-Bottom with a two-layer ReLU bottom; PLE's depth and size, no gates",
     paper="Caruana 1997; depth control for Tang et al., RecSys 2020",
+    representation="bottom2",
 )
 class SharedBottomDeep(nn.Module):
     """x (B, d) -> preds (B, K), gates None.

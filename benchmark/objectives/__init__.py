@@ -22,6 +22,11 @@ hashable, so it can key a compiled function) with three pure methods::
 - ``direction``: a params pytree (the gradient Adam receives); ``info["weights"]``: ``(K,)``
   coefficients such that the direction on the shared entries is ``sum_k weights[k] g_k``.
 
+An objective with ``needs_representation`` (MGDA-UB) works on the gradients with respect
+to the architecture's shared representation Z instead (:func:`representation_losses`):
+its ``step`` receives the K gradients of the task losses with respect to Z, and its
+``direction`` is the cotangent that Z passes back to the shared parameters.
+
 Everything is pure JAX on fixed shapes, so it runs inside ``lax.scan`` and ``jit`` and
 under ``vmap`` over runs. Objectives that only weight the losses subclass
 :class:`LossWeighting`: their ``weights(losses, state, key)`` gives the K coefficients
@@ -60,6 +65,7 @@ __all__ = [
     "describe",
     "task_grads",
     "per_task_mse",
+    "representation_losses",
     "shared_mask",
     "shared_mask_at_init",
     "gram",
@@ -86,6 +92,12 @@ class Objective:
     def needs_task_grads(self) -> bool:
         """Whether :meth:`step` needs the K per-task gradients (False: see LossWeighting)."""
         return True
+
+    @property
+    def needs_representation(self) -> bool:
+        """Whether :meth:`step` takes the K gradients with respect to the shared
+        representation Z (:func:`representation_losses`) and returns Z's cotangent."""
+        return False
 
     @property
     def needs_new_losses(self) -> bool:
@@ -236,6 +248,42 @@ def per_task_mse(net) -> Callable:
     return loss_fn
 
 
+def representation_losses(net, module: str) -> Callable:
+    """``fn(params, x, y, delta) -> (losses (K,), z)``: each task's MSE, with the output
+    ``z`` of ``net``'s direct submodule ``module`` (the shared representation Z, e.g. an
+    ``(B, H)`` bottom or ``(B, E, H)`` experts) replaced by ``stop_gradient(z) + delta``.
+
+    So the losses' gradient with respect to ``delta`` (shaped like ``z``) is their
+    gradient with respect to Z, and reaches only the parameters after Z; a cotangent for
+    the returned ``z`` reaches the parameters before it. ``delta=None`` adds nothing (for
+    shapes). The submodule is found with ``flax.linen.intercept_methods``: the model's
+    code is unchanged. Raises ValueError when ``net`` has no such submodule.
+    """
+    import flax.linen as nn
+
+    def fn(params, x, y, delta):
+        found = []
+
+        def interceptor(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.method_name != "__call__" or context.module.path != (module,):
+                return out
+            found.append(out)
+            z = jax.lax.stop_gradient(out)
+            return z if delta is None else z + delta
+
+        with nn.intercept_methods(interceptor):
+            preds, _ = net.apply(params, x)
+        if len(found) != 1:
+            raise ValueError(
+                f"{type(net).__name__} has no submodule {module!r} called once: it cannot be "
+                "the shared representation"
+            )
+        return jnp.mean((preds - y) ** 2, axis=0), found[0]
+
+    return fn
+
+
 def task_grads(loss_fn: Callable, params, x, y):
     """``(losses (K,), grads)``: every task's loss and its gradient.
 
@@ -350,14 +398,23 @@ def weighted(task_grads, coef) -> PyTree:
     return jax.tree_util.tree_map(lambda g: _mix(coef, g), task_grads)
 
 
-def direction(obj: Objective, loss_fn: Callable, params, x, y, state, key, shared_mask):
+def direction(
+    obj: Objective, loss_fn: Callable, params, x, y, state, key, shared_mask, rep_fn=None
+):
     """One step's ``(direction, losses, new_state, info)`` for any objective.
 
     A :class:`LossWeighting` objective takes one forward and one backward pass (a
-    ``jax.vjp`` with the weights as cotangent); any other takes K backward passes
-    (:func:`task_grads`). The caller feeds ``direction`` to its optimiser and, if
-    ``obj.needs_new_losses``, then calls ``obj.after_step(state, loss_fn(new_params, x, y))``.
+    ``jax.vjp`` with the weights as cotangent); one with ``needs_representation`` takes
+    one forward pass, K backward passes from the losses to Z (cheap: the heads only) and
+    one full backward pass (``rep_fn``: :func:`representation_losses`); any other takes K
+    backward passes (:func:`task_grads`). The caller feeds ``direction`` to its optimiser
+    and, if ``obj.needs_new_losses``, then calls ``obj.after_step(state, loss_fn(new_params,
+    x, y))``.
     """
+    if obj.needs_representation:
+        if rep_fn is None:
+            raise ValueError(f"objective {obj.name} needs the architecture's representation")
+        return _direction_via_representation(obj, rep_fn, params, x, y, state, key)
     if obj.needs_task_grads:
         losses, grads = task_grads(loss_fn, params, x, y)
         out, state, info = obj.step(grads, losses, state, key, shared_mask)
@@ -365,4 +422,20 @@ def direction(obj: Objective, loss_fn: Callable, params, x, y, state, key, share
     losses, vjp = jax.vjp(lambda p: loss_fn(p, x, y), params)
     w, state, info = obj.weights(losses, state, key)
     (out,) = vjp(w.astype(losses.dtype))
+    return out, losses, state, info
+
+
+def _direction_via_representation(obj: Objective, rep_fn: Callable, params, x, y, state, key):
+    """The parameters after Z get the mean of the tasks' gradients (the package's
+    convention for a task's own entries); those before Z get Z's cotangent from
+    ``obj.step``, ``dZ/dtheta^T c``, in the same backward pass."""
+    z_shape = jax.eval_shape(lambda p: rep_fn(p, x, y, None)[1], params)
+    delta = jnp.zeros(z_shape.shape, z_shape.dtype)
+    (losses, z), vjp = jax.vjp(lambda p, d: rep_fn(p, x, y, d), params, delta)
+    k = losses.shape[0]
+    no_z = jnp.zeros_like(z)
+    # K backward passes to Z only: their parameter gradients are dead code for XLA.
+    rep_grads = jax.vmap(lambda e: vjp((e, no_z))[1])(jnp.eye(k, dtype=losses.dtype))
+    cotangent, state, info = obj.step(rep_grads, losses, state, key, None)
+    out, _ = vjp((jnp.full((k,), 1.0 / k, losses.dtype), cotangent.astype(z.dtype)))
     return out, losses, state, info

@@ -11,9 +11,8 @@ task-specific entry takes its task's gradient (here ``g_k / K``, the mean conven
 K = 2 has a closed form; K > 2 starts from the best pair and takes ``iters`` Frank-Wolfe
 steps with exact line search (fixed, so it jits).
 
-This is MGDA on the shared *parameters*, not MGDA-UB: the upper bound of section 3.3
-needs the gradients with respect to the shared *representation*, which the registered
-architectures do not expose (their ``__call__`` returns predictions and gates only).
+This is MGDA on the shared *parameters*, the exact problem; :mod:`.mgda_ub` solves the
+upper bound of section 3.3 on the gradients with respect to the shared representation.
 """
 
 from __future__ import annotations
@@ -48,11 +47,11 @@ class MGDA(Objective):
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"mgda normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                f"{self.name} normalization must be one of {', '.join(NORMALIZATIONS)}, "
                 f"got {self.normalization!r}"
             )
         if not isinstance(self.iters, int) or self.iters < 0:
-            raise ValueError(f"mgda iters must be an integer >= 0, got {self.iters!r}")
+            raise ValueError(f"{self.name} iters must be an integer >= 0, got {self.iters!r}")
 
     def scales(self, gg, losses):
         """``(K,)`` the factor each task's gradient is divided by."""
