@@ -3,10 +3,11 @@ objective on Shared-Bottom and MMoE across the correlation grid.
 
 Does any objective close Shared-Bottom's gap to MMoE at low relatedness? The objectives
 are those of :mod:`benchmark.objectives` (uncertainty weighting, Kendall et al. 2018;
-GradNorm, Chen et al. 2018; PCGrad, Yu et al. 2020; MGDA, Sener & Koltun 2018; CAGrad,
-Liu et al. 2021; FAMO, Liu et al. 2023; random loss weighting, Lin et al. 2022; Nash-MTL,
-Navon et al. 2022). The equal-weight cells are the `relatedness` cells. Not part of `run
-all` (`make extend`): 9 objectives x 2 models x 12 correlations x the sweep's runs.
+GradNorm, Chen et al. 2018; PCGrad, Yu et al. 2020; MGDA and MGDA-UB, Sener & Koltun
+2018; CAGrad, Liu et al. 2021; FAMO, Liu et al. 2023; random loss weighting, Lin et al.
+2022; Nash-MTL, Navon et al. 2022). The equal-weight cells are the `relatedness` cells.
+Not part of `run all` (`make extend`): every objective x 2 models x 12 correlations x
+the sweep's runs.
 """
 
 from __future__ import annotations
