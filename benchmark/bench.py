@@ -262,13 +262,16 @@ def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repea
     lr = jnp.full((runs,), 2e-3, jnp.float32)
     out = {}
     for name in models:
+        usable = [o for o in objectives if _trains(name, o)]
+        if len(usable) < len(objectives):
+            log(f"{name:<14} cannot train {', '.join(sorted(set(objectives) - set(usable)))}")
         fns = {
             o: _compiled(ModelConfig.of(name), spec, cfg, n_dev, "auto", o)
             .lower(keys, p, lr)
             .compile()
-            for o in objectives
+            for o in usable
         }
-        best = dict.fromkeys(objectives, math.inf)
+        best = dict.fromkeys(usable, math.inf)
         for _ in range(repeats):
             for o, fn in fns.items():
                 t0 = time.perf_counter()
@@ -281,6 +284,18 @@ def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repea
         log(f"{name:<14} cost against equal: " + ", ".join(
             f"{o} {r['ratio']:.2f}x" for o, r in rows.items()))  # fmt: skip
     return out
+
+
+def _trains(model: str, objective: str) -> bool:
+    """Whether ``model`` can train with ``objective`` (MGDA-UB needs a representation)."""
+    from .engine import representation_of
+    from .objectives import get as get_objective
+
+    try:
+        representation_of(ModelConfig.of(model), get_objective(objective))
+    except ValueError:
+        return False
+    return True
 
 
 def group_sweep(models, spec, cfg: TrainConfig, runs: int, groups, log=None) -> dict:

@@ -53,6 +53,13 @@ def test_bench_json_schema(capsys):
     assert all(r["run_steps_per_s"] > 0 and r["ratio"] > 0 for r in cost.values())
 
 
+def test_bench_measures_an_objective_only_where_it_trains():
+    from benchmark.bench import _trains
+
+    assert _trains("mmoe", "mgda_ub") and _trains("cgc", "pcgrad")
+    assert not _trains("cgc", "mgda_ub")  # no registered representation
+
+
 def test_bench_rejects_an_unknown_objective(capsys):
     assert cli.main(["bench", "--quick", "--objectives", "nope"]) == 2
     err = capsys.readouterr().err
