@@ -430,7 +430,8 @@ def _compiled(
 
 def representation_of(model, obj) -> str:
     """The architecture's registered shared representation, where ``obj`` needs one
-    (else ""); a ValueError names the architectures that have one."""
+    (else ""); a ValueError names the architectures that have one, or says that the
+    registered submodule does not exist (checked by tracing shapes only)."""
     if not obj.needs_representation:
         return ""
     rep = get_arch(model.name).representation
@@ -440,6 +441,17 @@ def representation_of(model, obj) -> str:
             f"objective {obj.name} needs an architecture with a registered shared "
             f"representation ({', '.join(having)}); {model.name} has none"
         )
+    net = model.build(2)
+    x = jnp.zeros((2, 4), jnp.float32)
+
+    def losses():
+        params = net.init(jax.random.key(0), x)
+        return objectives.representation_losses(net, rep)(params, x, jnp.zeros((2, 2)), None)
+
+    try:
+        jax.eval_shape(losses)
+    except ValueError as e:
+        raise ValueError(f"architecture {model.name}: representation={rep!r}: {e}") from None
     return rep
 
 

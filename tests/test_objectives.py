@@ -463,6 +463,7 @@ def test_mgda_ub_against_the_paper():
     g = np.asarray(jax.jacrev(heads)(z)).reshape(2, -1).astype(np.float64)  # (K, B*H)
     a1 = np.clip((g[1] - g[0]) @ g[1] / np.sum((g[0] - g[1]) ** 2), 0, 1)
     alpha = np.array([a1, 1 - a1])
+    assert abs(a1 - 0.5) > 0.05  # else the check could not tell MGDA-UB from equal
     losses, full = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
     obj = objectives.get("mgda_ub")
     rep_fn = objectives.representation_losses(net, "bottom")
@@ -476,6 +477,37 @@ def test_mgda_ub_against_the_paper():
     for name, leaf in d["params"]["towers"].items():
         want = np.asarray(full["params"]["towers"][name]).mean(0)
         np.testing.assert_allclose(leaf, want, rtol=1e-4, atol=1e-7)
+
+
+def test_mgda_ub_under_jit_and_vmap_matches_eager():
+    """The interceptor inside jit(vmap) over two MMoE parameter sets gives the eager
+    directions (the engine's setting: vmap over runs, inside a compiled scan)."""
+    net, params, x, y = _flax_example("mmoe", b=64)
+    other = net.init(jax.random.key(9), x[:1])
+    obj = objectives.get("mgda_ub")
+    rep_fn = objectives.representation_losses(net, "experts")
+
+    def one(p):
+        d, _, _, info = objectives.direction(obj, None, p, x, y, {}, KEY, None, rep_fn)
+        return d, info["alpha"]
+
+    both = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), params, other)
+    d_v, a_v = jax.jit(jax.vmap(one))(both)
+    for i, p in enumerate((params, other)):
+        d_e, a_e = one(p)
+        np.testing.assert_allclose(a_v[i], a_e, rtol=1e-5, atol=1e-6)
+        for u, v in zip(jax.tree_util.tree_leaves(d_v), jax.tree_util.tree_leaves(d_e),
+                        strict=True):  # fmt: skip
+            np.testing.assert_allclose(u[i], v, rtol=1e-4, atol=1e-7)
+
+
+def test_a_representation_that_does_not_exist_is_refused(monkeypatch):
+    from benchmark.engine import representation_of
+
+    wrong = dataclasses.replace(models.get("mmoe"), representation="Experts_0")
+    monkeypatch.setitem(models._REGISTRY, "mmoe", wrong)
+    with pytest.raises(ValueError, match="mmoe: representation='Experts_0': .*no submodule"):
+        representation_of(ModelConfig.of("mmoe"), objectives.get("mgda_ub"))
 
 
 def test_mgda_ub_trains_in_the_engine():

@@ -10,9 +10,10 @@ task-specific parameters read, ``||sum_k alpha_k grad_theta_sh L_k||`` is bounde
 with MGDA's solver, and updates the shared parameters along ``sum_k alpha_k grad_theta_sh
 L_k``, which the chain rule gives as ``dZ/dtheta_sh^T sum_k alpha_k grad_Z L_k``: one
 backward pass through the shared part instead of K. Z is the output of the
-architecture's registered ``representation`` submodule (Shared-Bottom's bottom, MMoE's
-experts); gradients are over the whole batch's Z (the paper's ``Z`` is the batch's
-representations). Task-specific parameters get ``g_k / K``, as in :mod:`.mgda`.
+architecture's registered ``representation`` submodule: Shared-Bottom's bottom layer
+(before its ReLU, which is not a submodule; so its gradients carry the ReLU's mask),
+MMoE's experts (after their ReLU). Gradients are over the whole batch's Z (the paper's
+``Z`` is the batch's representations). Task-specific parameters get ``g_k / K``, as in :mod:`.mgda`.
 """
 
 from __future__ import annotations
