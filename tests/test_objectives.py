@@ -238,6 +238,32 @@ def test_task_grads_are_the_jacobian():
     np.testing.assert_allclose(losses, loss_fn(params, x, y), rtol=1e-6)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_gram_and_combine_on_mixed_masks(k):
+    """Leaves entirely shared, entirely own and mixed; traced masks take the general path."""
+    rng = np.random.default_rng(k)
+    grads = {
+        "all": rng.normal(size=(k, 4, 3)),
+        "none": rng.normal(size=(k, 5)),
+        "mixed": rng.normal(size=(k, 2, 6)),
+    }
+    mask = {
+        "all": np.ones((4, 3), bool),
+        "none": np.zeros(5, bool),
+        "mixed": rng.random((2, 6)) < 0.5,
+    }
+    grads = {n: g.astype(np.float32) for n, g in grads.items()}
+    flat = np.concatenate([(g * mask[n]).reshape(k, -1) for n, g in grads.items()], axis=1)
+    c_shared, c_own = rng.normal(size=k), rng.normal(size=k)
+    for wrap in (lambda f: f, jax.jit):  # a concrete mask, then a traced one
+        gg = wrap(objectives.gram)(grads, mask)
+        np.testing.assert_allclose(gg, flat @ flat.T, rtol=1e-5, atol=1e-5)
+        out = wrap(objectives.combine)(grads, mask, c_shared, c_own)
+        for n, g in grads.items():
+            want = np.where(mask[n], np.tensordot(c_shared, g, 1), np.tensordot(c_own, g, 1))
+            np.testing.assert_allclose(out[n], want, rtol=1e-5, atol=1e-5)
+
+
 def _mask_of(name, n_tasks=2, d=8):
     net = ModelConfig.of(name).build(n_tasks)
     x = np.random.default_rng(0).normal(size=(256, d)).astype(np.float32)

@@ -365,20 +365,29 @@ def _mix(coef, g):
 
 
 def gram(task_grads, shared_mask) -> jax.Array:
-    """``(K, K)`` inner products of the tasks' gradients on the shared entries."""
+    """``(K, K)`` inner products of the tasks' gradients on the shared entries.
+
+    One multiply-reduction per pair ``i <= j`` and leaf, which XLA fuses into one loop over
+    the leaf: the ``(K, K, n)`` product ``g[:, None] * g[None]`` is never written out, and
+    the symmetric half is not computed twice (docs/objectives.md, "Cost").
+    """
     leaves = jax.tree_util.tree_leaves(task_grads)
     masks = jax.tree_util.tree_leaves(shared_mask)
     if len(leaves) != len(masks):
         raise ValueError("shared_mask must have the structure of the parameters")
     k = leaves[0].shape[0]
-    out = jnp.zeros((k, k), leaves[0].dtype)
+    flats = []
     for g, m in zip(leaves, masks, strict=True):
         kind = _uniform(m)
-        if kind is False:
-            continue
-        flat = (g if kind else g * _mask_like(m, g)).reshape(k, -1)
-        out = out + jnp.sum(flat[:, None, :] * flat[None, :, :], axis=-1)
-    return out
+        if kind is not False:
+            flats.append((g if kind else g * _mask_like(m, g)).reshape(k, -1))
+    if not flats:
+        return jnp.zeros((k, k), leaves[0].dtype)
+    pair = {}
+    for i in range(k):
+        for j in range(i, k):
+            pair[i, j] = sum(jnp.sum(f[i] * f[j]) for f in flats)
+    return jnp.stack([jnp.stack([pair[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
 
 
 def combine(task_grads, shared_mask, c_shared, c_own) -> PyTree:
