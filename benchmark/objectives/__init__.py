@@ -383,11 +383,11 @@ def gram(task_grads, shared_mask) -> jax.Array:
             flats.append((g if kind else g * _mask_like(m, g)).reshape(k, -1))
     if not flats:
         return jnp.zeros((k, k), leaves[0].dtype)
-    pair = {}
+    rows = [[None] * k for _ in range(k)]
     for i in range(k):
         for j in range(i, k):
-            pair[i, j] = sum(jnp.sum(f[i] * f[j]) for f in flats)
-    return jnp.stack([jnp.stack([pair[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
+            rows[i][j] = rows[j][i] = sum(jnp.sum(f[i] * f[j]) for f in flats)
+    return jnp.stack([jnp.stack(row) for row in rows])
 
 
 def combine(task_grads, shared_mask, c_shared, c_own) -> PyTree:
