@@ -33,11 +33,27 @@ __all__ = [
 CORR_COLORS = {0.5: "C3", 0.9: "C1", 1.0: "C2"}
 
 
+# matplotlib's ten default colours, then ten more that none of them resembles.
+PALETTE = tuple(f"C{i}" for i in range(10)) + (
+    "#000000",
+    "#000080",
+    "#b8860b",
+    "#00ff7f",
+    "#8b0000",
+    "#ff00ff",
+    "#556b2f",
+    "#4682b4",
+    "#d2b48c",
+    "#00ced1",
+)
+
+
 def color(model: str) -> str:
-    """One colour per registered architecture, in registry order, in every figure."""
+    """One colour per registered architecture, in registry order, in every figure: the
+    first 20 architectures get 20 distinct colours."""
     every = arch_names()
     i = every.index(model) if model in every else len(every) + sum(map(ord, model))
-    return f"C{i % 10}"
+    return PALETTE[i % len(PALETTE)]
 
 
 def corr_color(p: float) -> str | None:
@@ -136,11 +152,15 @@ def plot_histograms(axes, grid, edges, colors=None, xlabel: str = "final test MS
     return axes
 
 
-def plot_lines(ax, series, xlabel: str, ylabel: str, title: str | None = None):
+def plot_lines(
+    ax, series, xlabel: str, ylabel: str, title: str | None = None, legend: str | None = "inside"
+):
     """Points joined by lines, each with a shaded interval.
 
     Args:
       series: list of ``(label, color, x (C,), mid (C,), lo (C,), hi (C,))``.
+      legend: ``"inside"`` (matplotlib's best place), ``"outside"`` (right of the axes,
+        for many series) or None.
     """
     for label, c, x, mid, lo, hi in series:
         ax.plot(x, mid, "-o", ms=3, color=c, label=label)
@@ -150,7 +170,10 @@ def plot_lines(ax, series, xlabel: str, ylabel: str, title: str | None = None):
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if legend == "outside":
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    elif legend is not None:
+        ax.legend(fontsize=8)
     return ax
 
 

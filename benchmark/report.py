@@ -163,10 +163,10 @@ def time_markdown(rows: list[dict]) -> str:
     ]
     total = {k: sum(r[k] for r in rows) for k in ("cells", "runs", "run_steps", "train_s")}
     for r in [*rows, {"experiment": "**total**", **total}]:
-        rate = r["run_steps"] / r["train_s"] if r["train_s"] > 0 else float("nan")
+        rate = f"{r['run_steps'] / r['train_s']:,.0f}" if r["train_s"] > 0 else "–"
         lines.append(
             f"| {r['experiment']} | {r['cells']} | {r['runs']} | {r['run_steps']:,} | "
-            f"{r['train_s'] / 60:.1f} min | {rate:,.0f} |"
+            f"{r['train_s'] / 60:.1f} min | {rate} |"
         )
     return "\n".join(lines)
 

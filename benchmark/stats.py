@@ -16,6 +16,7 @@ reproducible from an integer ``seed`` via ``np.random.default_rng(seed)``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -407,12 +408,16 @@ def mean_normal_ci(x: np.ndarray, axis: int = 0, z: float = 1.96):
     Args:
         x: e.g. ``(runs, n_evals)`` loss curves; non-finite entries are dropped.
     Returns:
-        ``(mean, lo, hi)`` arrays of ``x``'s shape without ``axis``: mean ± z·s/√n.
+        ``(mean, lo, hi)`` arrays of ``x``'s shape without ``axis``: mean ± z·s/√n; NaN
+        where no entry is finite (no warning: a model without shared parameters has no
+        gradient cosine), and ``lo = hi = NaN`` where one is.
     """
     x = np.where(np.isfinite(x), x, np.nan)
     n = np.sum(np.isfinite(x), axis=axis)
-    mean = np.nanmean(x, axis=axis)
-    half = z * np.nanstd(x, axis=axis, ddof=1) / np.sqrt(np.maximum(n, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=axis)
+        half = z * np.nanstd(x, axis=axis, ddof=1) / np.sqrt(np.maximum(n, 1))
     return mean, mean - half, mean + half
 
 

@@ -48,14 +48,16 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         )
         series.append((get(m).label, plots.color(m), xs, *vals.T))
         rows += [[m, x, *v] for x, v in zip(xs, vals, strict=True)]
-    fig, axes = plots.figure(figsize=(7, 5))
+    fig, axes = plots.figure(figsize=(9, 5))
     plots.plot_lines(
         axes[0][0],
         series,
         "task correlation",
-        "final test MSE (IQM, 95% CI)",
+        "final test MSE (IQM, 95% CI; log scale)",
         title="Depth against gating: one-layer models, two-layer controls, PLE",
+        legend="outside",
     )
+    axes[0][0].set_yscale("log")
     plots.write_csv(out / "depth.csv", ["model", "correlation", "iqm", "ci_lo", "ci_hi"], rows)
     return [plots.save(fig, out / "depth.png", caption)]
 

@@ -24,8 +24,9 @@ from . import Claim, Experiment, Verdict, register, relatedness
 
 
 def _conflict(cell) -> np.ndarray:
-    """(runs,) each run's mean gradient cosine over the evaluations after step 0."""
-    return np.nanmean(cell.arrays["grad_cosine"][:, 1:], axis=1)
+    """(runs,) each run's mean gradient cosine over the evaluations after step 0; NaN for a
+    model without shared parameters."""
+    return stats.mean_normal_ci(cell.arrays["grad_cosine"][:, 1:], axis=1)[0]
 
 
 def conflict_table(res: Results) -> tuple[dict, list]:
@@ -43,20 +44,22 @@ def conflict_table(res: Results) -> tuple[dict, list]:
     return table, rows
 
 
-YLABEL = "cosine of the tasks' gradients on shared parameters (mean, 95% CI)"
+YLABEL = "tasks' gradient cosine, shared parameters\n(mean over training, 95% CI)"
 COLUMNS = ["model", "objective", "correlation", "cosine", "ci_lo", "ci_hi"]
 
 
 def draw(res: Results, out: Path, caption: str) -> list[Path]:
     table, rows = conflict_table(res)
-    fig, axes = plots.figure(1, 1, figsize=(8, 5))
+    fig, axes = plots.figure(1, 1, figsize=(10, 5))
     series = [
         (get(m).label, plots.color(m), xs, *vals.T)
         for (m, o), (xs, vals) in table.items()
         if o == "equal" and np.isfinite(vals).any()
     ]
     ax = axes[0][0]
-    plots.plot_lines(ax, series, "task correlation", YLABEL, title="Every architecture")
+    plots.plot_lines(
+        ax, series, "task correlation", YLABEL, title="Every architecture", legend="outside"
+    )
     ax.axhline(0, color="k", lw=0.8)
     plots.write_csv(out / "gradient_conflict.csv", COLUMNS, rows)
     return [plots.save(fig, out / "gradient_conflict.png", caption)]

@@ -44,21 +44,24 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         c = plots.color(by_x[xs[0]].meta["model"])
         series.append((name, c, xs, mid, lo, hi))
         paired.append((name, c, xs, *np.array(d).T))
-    fig, axes = plots.figure(1, 2, figsize=(13, 5))
+    fig, axes = plots.figure(1, 2, figsize=(15, 5.5))
     plots.plot_lines(
         axes[0][0],
         series,
         "task correlation (cosine of task weights)",
-        "final test MSE (IQM over runs of the mean over tasks)",
+        "final test MSE (IQM over runs of the mean over tasks; log scale)",
         title=f"Final loss against task relatedness ({res.n_runs} runs per point, "
         "95% bootstrap CI)",
+        legend=None,
     )
+    axes[0][0].set_yscale("log")
     plots.plot_lines(
         axes[0][1],
         paired,
         "task correlation (cosine of task weights)",
         "loss − the same run's loss at correlation 1 (mean over runs)",
         title="Each model against itself at correlation 1 (paired 95% CI)",
+        legend="outside",
     )
     axes[0][1].axhline(0, color="k", lw=0.8)
     plots.write_csv(
