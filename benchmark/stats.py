@@ -31,6 +31,7 @@ __all__ = [
     "stratified_iqm_ci",
     "summarize",
     "paired_bootstrap",
+    "finite_mean",
     "mean_normal_ci",
     "iqr_axis",
     "quantile_axis",
@@ -402,21 +403,30 @@ def paired_bootstrap(
     return point, lo, hi
 
 
+def finite_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean of the finite entries of ``x`` along ``axis``; NaN, without a warning, where
+    none is finite (a model without shared parameters has no gradient cosine)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
 def mean_normal_ci(x: np.ndarray, axis: int = 0, z: float = 1.96):
     """Mean over finite runs along ``axis`` and its normal-approximation interval.
 
     Args:
         x: e.g. ``(runs, n_evals)`` loss curves; non-finite entries are dropped.
     Returns:
-        ``(mean, lo, hi)`` arrays of ``x``'s shape without ``axis``: mean ± z·s/√n; NaN
-        where no entry is finite (no warning: a model without shared parameters has no
-        gradient cosine), and ``lo = hi = NaN`` where one is.
+        ``(mean, lo, hi)`` arrays of ``x``'s shape without ``axis``: mean ± z·s/√n; all
+        three NaN where no entry is finite (:func:`finite_mean`), and ``lo = hi = NaN``
+        where only one entry is.
     """
     x = np.where(np.isfinite(x), x, np.nan)
     n = np.sum(np.isfinite(x), axis=axis)
+    mean = finite_mean(x, axis=axis)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
         half = z * np.nanstd(x, axis=axis, ddof=1) / np.sqrt(np.maximum(n, 1))
     return mean, mean - half, mean + half
 

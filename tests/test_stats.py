@@ -393,12 +393,13 @@ def test_prob_better_ci_paths_agree(monkeypatch, n, m):
 def test_mean_normal_ci_all_missing_is_nan_and_silent():
     """A column with no finite entry (a model without shared parameters has no gradient
     cosine) gives NaN without a warning; the others mean ± 1.96 s/√n."""
-    from benchmark.stats import mean_normal_ci
+    from benchmark.stats import finite_mean, mean_normal_ci
 
     x = np.array([[1.0, np.nan], [3.0, np.nan], [np.inf, np.nan]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mean, lo, hi = mean_normal_ci(x)
+        np.testing.assert_array_equal(finite_mean(x.T, axis=1), mean)
     half = 1.96 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2)
     assert mean[0] == 2.0 and np.isclose(lo[0], 2.0 - half) and np.isclose(hi[0], 2.0 + half)
     assert np.isnan(mean[1]) and np.isnan(lo[1]) and np.isnan(hi[1])

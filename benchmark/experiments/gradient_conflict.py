@@ -26,7 +26,7 @@ from . import Claim, Experiment, Verdict, register, relatedness
 def _conflict(cell) -> np.ndarray:
     """(runs,) each run's mean gradient cosine over the evaluations after step 0; NaN for a
     model without shared parameters."""
-    return stats.mean_normal_ci(cell.arrays["grad_cosine"][:, 1:], axis=1)[0]
+    return stats.finite_mean(cell.arrays["grad_cosine"][:, 1:], axis=1)
 
 
 def conflict_table(res: Results) -> tuple[dict, list]:

@@ -367,9 +367,10 @@ def _mix(coef, g):
 def gram(task_grads, shared_mask) -> jax.Array:
     """``(K, K)`` inner products of the tasks' gradients on the shared entries.
 
-    One multiply-reduction per pair ``i <= j`` and leaf, which XLA fuses into one loop over
-    the leaf: the ``(K, K, n)`` product ``g[:, None] * g[None]`` is never written out, and
-    the symmetric half is not computed twice (docs/objectives.md, "Cost").
+    One multiply and sum per pair ``i <= j`` and leaf: the ``(K, K, n)`` product
+    ``g[:, None] * g[None]`` is never formed, and the symmetric half is not computed
+    twice. On a CPU, XLA still writes each pair's ``(n,)`` product out before summing it
+    (a long reduction becomes a reduce-window; docs/objectives.md, "Cost").
     """
     leaves = jax.tree_util.tree_leaves(task_grads)
     masks = jax.tree_util.tree_leaves(shared_mask)
