@@ -185,3 +185,25 @@ def test_the_objectives_figures_draw_from_their_cells(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
         rows = (tmp_path / f"{name}.csv").read_text().strip().splitlines()[1:]
         assert len(rows) == len(res.cells)
+
+
+def test_the_objectives_cells_train_the_claims_cells_first():
+    """`objectives` trains first the cells its claim reads (Shared-Bottom at p <= 0.3, every
+    objective), so a run cut short has decided the claim; the cells are still every
+    objective x model x correlation, each once."""
+    from benchmark import objectives as objective_registry
+    from benchmark.experiments import objectives as exp
+
+    profile = experiments.get_profile("default")
+    cells = experiments.get("objectives").cells(profile)
+    combos = [(c.spec.objective_name, c.model.name, c.x) for c in cells]
+    want = {
+        (o, m, float(p))
+        for o in objective_registry.names()
+        for m in exp.MODELS
+        for p in profile.correlations
+    }
+    assert len(combos) == len(set(combos)) and set(combos) == want
+    n_claim = len(objective_registry.names()) * sum(p <= exp.LOW for p in profile.correlations)
+    assert all(m == "shared_bottom" and x <= exp.LOW for _, m, x in combos[:n_claim])
+    assert not any(m == "shared_bottom" and x <= exp.LOW for _, m, x in combos[n_claim:])

@@ -31,13 +31,20 @@ HALF = 0.5  # "closes the gap": at least half of it
 
 
 def cells(profile):
+    """Every objective x model x correlation. The order is the training order: first the
+    cells the claim reads (Shared-Bottom at p <= LOW, every objective), so that a run cut
+    short has decided the claim first, then the rest objective by objective."""
     out = []
     for o in objective_registry.names():
         for m in MODELS:
             for p in profile.correlations:
                 spec = dataclasses.replace(profile.spec(ModelConfig.of(m), float(p)), objective=o)
                 out.append(Cell(spec, profile.sweep_runs, series=f"{get(m).label} · {o}"))
-    return tuple(out)
+    return tuple(sorted(out, key=lambda c: not _for_claim(c)))  # stable: keeps the rest
+
+
+def _for_claim(cell: Cell) -> bool:
+    return cell.model.name == MODELS[0] and cell.x <= LOW
 
 
 def _by(res: Results) -> dict:
