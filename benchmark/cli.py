@@ -295,12 +295,15 @@ def cmd_report(args) -> None:
         build_summary,
         check_claims,
         claims_markdown,
+        in_progress,
+        progress_markdown,
         summary_markdown,
         time_markdown,
         training_time,
     )
 
-    root = _results_root(args, get_profile(args.profile))
+    profile = get_profile(args.profile)
+    root = _results_root(args, profile)
     exps = _every_experiment()
     records = build_summary(root, exps)
     claims = check_claims(root, exps)
@@ -308,6 +311,9 @@ def cmd_report(args) -> None:
     if claims:
         print("## The papers' claims\n")
         print(claims_markdown(claims) + "\n")
+    if args.partial and (rows := in_progress(root, exps, profile)):
+        print("## Experiments still training (claims on the stored cells only)\n")
+        print(progress_markdown(rows) + "\n")
     print("## Training time\n")
     print(time_markdown(training_time(root, exps)) + "\n")
     print("## Every cell\n")
@@ -443,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_profile(p)
     p.add_argument("--results", default=None, help="results folder (default: results/<profile>)")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="also list the experiments still training, with their stored cells and their "
+        "claims tested on those cells only",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

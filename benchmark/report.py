@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .experiments import Experiment
-from .runner import Results, ResultsError, load_experiment, write_json
+from .experiments import Experiment, Profile, Verdict
+from .runner import Results, ResultsError, load_experiment, load_stored_cells, write_json
 
 __all__ = [
     "assembled",
@@ -22,6 +22,8 @@ __all__ = [
     "summary_markdown",
     "check_claims",
     "claims_markdown",
+    "in_progress",
+    "progress_markdown",
     "training_time",
     "time_markdown",
     "paired_diff",
@@ -99,22 +101,63 @@ def check_claims(root: Path, experiments: list[Experiment]) -> list[dict]:
     """
     out = []
     for exp in assembled(root, experiments):
-        if not exp.claims:
-            continue
-        res = load_experiment(root, exp.name)
-        for claim in exp.claims:
-            v = claim.test(res)
-            out.append(
-                {
-                    "claim": claim.name,
-                    "source": claim.source,
-                    "words": claim.words,
-                    "rule": claim.rule,
-                    "holds": v.holds,
-                    "evidence": v.evidence,
-                }
-            )
+        if exp.claims:
+            out += _verdicts(exp, load_experiment(root, exp.name))
     return out
+
+
+def _verdicts(exp: Experiment, res: Results, partial: bool = False) -> list[dict]:
+    out = []
+    for claim in exp.claims:
+        try:
+            v = claim.test(res)
+        except (KeyError, ValueError, IndexError, ZeroDivisionError):
+            if not partial:
+                raise
+            v = Verdict(None, "needs cells not stored yet")
+        out.append(
+            {
+                "claim": claim.name,
+                "source": claim.source,
+                "words": claim.words,
+                "rule": claim.rule,
+                "holds": v.holds,
+                "evidence": v.evidence,
+            }
+        )
+    return out
+
+
+def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> list[dict]:
+    """The experiments of ``experiments`` without stored results whose cells ``root``
+    partly holds (a run still training, or cut), with their claims tested on the stored
+    cells only: such a verdict can change as cells land, unless the claim reads only
+    stored cells.
+
+    Returns records ``{"experiment", "stored", "cells", "claims"}``, ``claims`` as
+    :func:`check_claims` gives them.
+    """
+    done = {e.name for e in assembled(root, experiments)}
+    out = []
+    for exp in experiments:
+        if exp.name in done:
+            continue
+        res, n = load_stored_cells(root, profile, exp)
+        if res.cells:
+            claims = _verdicts(exp, res, partial=True)
+            out.append({"experiment": exp.name, "stored": len(res.cells), "cells": n})
+            out[-1]["claims"] = claims
+    return out
+
+
+def progress_markdown(rows: list[dict]) -> str:
+    """:func:`in_progress` as markdown: a line per experiment, then its claims' table."""
+    parts = []
+    for r in rows:
+        parts.append(f"- **{r['experiment']}**: {r['stored']} of {r['cells']} cells stored")
+        if r["claims"]:
+            parts.append("\n" + claims_markdown(r["claims"]) + "\n")
+    return "\n".join(parts)
 
 
 def claims_markdown(claims: list[dict]) -> str:

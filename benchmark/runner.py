@@ -44,6 +44,7 @@ __all__ = [
     "plan",
     "run",
     "load_experiment",
+    "load_stored_cells",
     "merge",
     "parse_shard",
     "stored_runs",
@@ -740,18 +741,44 @@ def load_experiment(root: Path, name: str) -> Results:
         records = manifest["cells"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ResultsError(f"corrupt manifest {path}: {e}; delete it and rerun") from None
-    cells = []
-    for rec in records:
-        arrays, _ = read_npz(_cell_path(root, rec["key"]), rec["key"])
-        n = rec["n_runs"]
-        if arrays["final"].shape[0] < n:
-            raise ResultsError(
-                f"results file {_cell_path(root, rec['key'])} holds {arrays['final'].shape[0]} "
-                f"runs, experiment '{name}' needs {n}; delete it and rerun"
-            )
-        arrays = _apply_divergence_rule({k: arrays[k][:n] for k in (*ARRAY_KEYS, *OPTIONAL_KEYS)})
-        cells.append(CellResult(rec, arrays))
-    return Results(name, manifest, cells)
+    return Results(name, manifest, [_load_cell(root, rec, name) for rec in records])
+
+
+def _load_cell(root: Path, rec: dict, name: str) -> CellResult:
+    """The cell of manifest record ``rec``, its first ``rec["n_runs"]`` runs."""
+    arrays, _ = read_npz(_cell_path(root, rec["key"]), rec["key"])
+    n = rec["n_runs"]
+    if arrays["final"].shape[0] < n:
+        raise ResultsError(
+            f"results file {_cell_path(root, rec['key'])} holds {arrays['final'].shape[0]} "
+            f"runs, experiment '{name}' needs {n}; delete it and rerun"
+        )
+    arrays = _apply_divergence_rule({k: arrays[k][:n] for k in (*ARRAY_KEYS, *OPTIONAL_KEYS)})
+    return CellResult(rec, arrays)
+
+
+def load_stored_cells(root: Path, profile: Profile, exp: Experiment) -> tuple[Results, int]:
+    """The cells of ``exp`` (under ``profile``) that ``root`` holds in full, for an
+    experiment still training: ``(results, n_cells)``, ``n_cells`` being how many cells the
+    whole experiment has. The manifest is marked ``"partial": True`` and holds only the
+    stored cells' records, in the experiment's order; a cell with fewer runs than the
+    experiment asks for is left out."""
+    cells = exp.cells(profile)
+    records = []
+    for c in cells:
+        path = _cell_path(root, c.key)
+        if path.exists():
+            meta = read_meta(path, c.key)
+            if int(meta["n_runs"]) >= c.n_runs:
+                records.append(_cell_record(c, meta))
+    manifest = {
+        "experiment": exp.name,
+        "partial": True,
+        "profile": profile.to_dict(),
+        "eval_steps": profile.train.eval_steps().tolist(),
+        "cells": records,
+    }
+    return Results(exp.name, manifest, [_load_cell(root, r, exp.name) for r in records]), len(cells)
 
 
 def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:

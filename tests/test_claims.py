@@ -207,3 +207,24 @@ def test_the_objectives_cells_train_the_claims_cells_first():
     n_claim = len(objective_registry.names()) * sum(p <= exp.LOW for p in profile.correlations)
     assert all(m == "shared_bottom" and x <= exp.LOW for _, m, x in combos[:n_claim])
     assert not any(m == "shared_bottom" and x <= exp.LOW for _, m, x in combos[n_claim:])
+
+
+def test_the_objectives_claim_waits_for_every_objective_while_training():
+    """On the cells stored so far (`report --partial`), the claim stays undecided until
+    every registered objective has its Shared-Bottom cells at p <= 0.3; on complete
+    results it decides over the objectives present."""
+    import dataclasses
+
+    from benchmark import objectives as objective_registry
+
+    claim = experiments.get("objectives").claims[0]
+    res = objectives_results(0.25)
+    partial = dataclasses.replace(res, manifest={**res.manifest, "partial": True})
+    v = claim.test(partial)
+    assert v.holds is None and "cagrad" in v.evidence and "pcgrad" not in v.evidence
+    assert claim.test(res).holds is True
+    others = [o for o in objective_registry.names() if o not in ("equal", "pcgrad")]
+    extra = [_cell("shared_bottom", x, np.full(N, 0.4), objective=o)
+             for o in others for x in (0.0, 0.2)]  # fmt: skip
+    full = dataclasses.replace(partial, cells=[*res.cells, *extra])
+    assert claim.test(full).holds is True  # decided: PCGrad closes the gap

@@ -114,6 +114,15 @@ def _xs_vals(entry):
 def closes_gap(res: Results) -> Verdict:
     by = _by(res)
     xs = [x for x in sorted(by[("shared_bottom", "equal")]) if x <= LOW]
+    others = [o for o in _labels(by) if o != "equal" and ("shared_bottom", o) in by]
+    if res.manifest.get("partial"):  # still training (`report --partial`): decide only
+        # once every objective's cells that the claim reads are stored
+        have = {o.split("(")[0] for o in others if all(x in by[("shared_bottom", o)] for x in xs)}
+        wait = [o for o in objective_registry.names() if o != "equal" and o not in have]
+        if wait:
+            return Verdict(None, f"waits for Shared-Bottom at p ≤ {LOW} under {', '.join(wait)}")
+    if not others:
+        return Verdict(None, "no objective but equal has Shared-Bottom cells")
 
     def low(m, o):
         return np.mean([by[(m, o)][x] for x in xs], axis=0)  # (runs,) paired across cells
@@ -124,9 +133,7 @@ def closes_gap(res: Results) -> Verdict:
         return np.mean(a - b, axis=axis) / np.mean(a - c, axis=axis)
 
     parts, best = [], None
-    for o in _labels(by):
-        if o == "equal" or ("shared_bottom", o) not in by:
-            continue
+    for o in others:
         ci = stats.paired_bootstrap(share, [sb, low("shared_bottom", o), mmoe])
         parts.append(f"{o} {fmt_ci(*ci, digits=2)}")
         if best is None or ci[1] > best[1][1]:
