@@ -142,7 +142,12 @@ def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> 
     for exp in experiments:
         if exp.name in done:
             continue
-        res, n = load_stored_cells(root, profile, exp)
+        try:
+            res, n = load_stored_cells(root, profile, exp)
+        except ResultsError:  # a corrupt cell file: say so
+            raise
+        except ValueError:  # the profile cannot size its cells (budget under smoke): none
+            continue
         if res.cells:
             claims = _verdicts(exp, res, partial=True)
             out.append({"experiment": exp.name, "stored": len(res.cells), "cells": n})
