@@ -149,9 +149,14 @@ def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> 
         except ValueError:  # the profile cannot size its cells (budget under smoke): none
             continue
         if res.cells:
-            claims = _verdicts(exp, res, partial=True)
-            out.append({"experiment": exp.name, "stored": len(res.cells), "cells": n})
-            out[-1]["claims"] = claims
+            out.append(
+                {
+                    "experiment": exp.name,
+                    "stored": len(res.cells),
+                    "cells": n,
+                    "claims": _verdicts(exp, res, partial=True),
+                }
+            )
     return out
 
 
