@@ -35,9 +35,9 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         "expert_cosine": "mean pairwise cosine of expert outputs",
         "expert_utilization": "effective experts used / E (mean over tasks)",
     }
-    fig, axes = plots.figure(1, len(panels), figsize=(7 * len(panels), 5))
+    fig, axes = plots.figure(1, len(panels), figsize=(7 * len(panels) + 2, 5))
     rows = []
-    for ax, (key, label) in zip(axes[0], panels.items(), strict=True):
+    for i, (ax, (key, label)) in enumerate(zip(axes[0], panels.items(), strict=True)):
         series = []
         for m in (m for m in MODELS if m in by):
             xs = sorted(by[m])
@@ -53,8 +53,14 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
             )
             series.append((get(m).label, plots.color(m), xs, *vals.T))
             rows += [[m, key, x, *v] for x, v in zip(xs, vals, strict=True)]
+        last = i == len(panels) - 1  # one legend, beside the last panel: it hides no line
         plots.plot_lines(
-            ax, series, "task correlation", f"{label} (95% CI of the mean)", title=label
+            ax,
+            series,
+            "task correlation",
+            f"{label}\n(95% CI of the mean)",
+            title=label,
+            legend="outside" if last else None,
         )
     plots.write_csv(
         out / "expert_collapse.csv",
