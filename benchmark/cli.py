@@ -232,10 +232,7 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
     for exp in todo:
         res = load_experiment(root, exp.name)
         prof = res.manifest["profile"]
-        caption = (
-            f"profile {prof['name']} · {prof['train']['steps']:,} steps · batch "
-            f"{prof['train']['batch_size']} · {res.n_runs} runs per point"
-        )
+        caption = _caption(prof, res.n_runs)
         for fn in exp.figures:
             written += fn(res, out, caption)
         current = PROFILES.get(prof["name"])
@@ -257,6 +254,41 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
                 f"{' '.join(missing)}` trains them",
                 file=sys.stderr,
             )
+    return written
+
+
+def _caption(prof: dict, n_runs: int, extra: str = "") -> str:
+    return (
+        f"profile {prof['name']} · {prof['train']['steps']:,} steps · batch "
+        f"{prof['train']['batch_size']} · {n_runs} runs per point{extra}"
+    )
+
+
+PARTIAL = "partial"  # the subfolder of the figures folder for experiments still training
+
+
+def draw_partial(root: Path, out: Path, exps: list, profile) -> list[Path]:
+    """Draw the figures of the experiments of ``exps`` that ``root`` holds only some cells
+    of (still training, or cut) into ``out/partial/``, from those cells only; each
+    caption says how many of the experiment's cells are stored. An experiment whose
+    figures need a cell that is missing is skipped with a note."""
+    from .report import partly_stored
+
+    written = []
+    for exp, res, n in partly_stored(root, exps, profile):
+        (out / PARTIAL).mkdir(parents=True, exist_ok=True)
+        caption = _caption(
+            res.manifest["profile"], res.n_runs, f" · partial: {len(res.cells)} of {n} cells"
+        )
+        for fn in exp.figures:
+            try:
+                written += fn(res, out / PARTIAL, caption)
+            except (KeyError, IndexError, ValueError) as e:  # a figure that needs every cell
+                print(
+                    f"note: {exp.name}: {fn.__name__} needs cells that are not stored yet "
+                    f"({type(e).__name__}: {e})",
+                    file=sys.stderr,
+                )
     return written
 
 
@@ -284,6 +316,8 @@ def cmd_figures(args) -> None:
         raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
     out = Path(args.figures) if args.figures else figures_dir(profile.name)
     written = draw(root, out, _every_experiment())
+    if args.partial:
+        written += draw_partial(root, out, _every_experiment(), profile)
     write_summary(root, _every_experiment())
     for path in written:
         print(f"figure: {path}")
@@ -441,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--figures",
         default=None,
         help="figures folder (default: figures/ for default, else results/<profile>/figures)",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help=f"also draw the experiments still training, from their stored cells, into "
+        f"<figures>/{PARTIAL}/",
     )
     p.set_defaults(func=cmd_figures)
 

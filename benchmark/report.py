@@ -128,17 +128,13 @@ def _verdicts(exp: Experiment, res: Results, partial: bool = False) -> list[dict
     return out
 
 
-def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> list[dict]:
+def partly_stored(root: Path, experiments: list[Experiment], profile: Profile):
     """The experiments of ``experiments`` without stored results whose cells ``root``
-    partly holds (a run still training, or cut), with their claims tested on the stored
-    cells only: such a verdict can change as cells land, unless the claim reads only
-    stored cells.
-
-    Returns records ``{"experiment", "stored", "cells", "claims"}``, ``claims`` as
-    :func:`check_claims` gives them.
-    """
+    partly holds (a run still training, or cut): yields ``(exp, results, n_cells)``, the
+    results holding the stored cells only (:func:`runner.load_stored_cells`). An
+    experiment the profile cannot size (``budget`` under smoke) is passed over; a corrupt
+    cell file raises :class:`ResultsError`."""
     done = {e.name for e in assembled(root, experiments)}
-    out = []
     for exp in experiments:
         if exp.name in done:
             continue
@@ -149,15 +145,26 @@ def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> 
         except ValueError:  # the profile cannot size its cells (budget under smoke): none
             continue
         if res.cells:
-            out.append(
-                {
-                    "experiment": exp.name,
-                    "stored": len(res.cells),
-                    "cells": n,
-                    "claims": _verdicts(exp, res, partial=True),
-                }
-            )
-    return out
+            yield exp, res, n
+
+
+def in_progress(root: Path, experiments: list[Experiment], profile: Profile) -> list[dict]:
+    """The experiments of :func:`partly_stored`, with their claims tested on the stored
+    cells only: such a verdict can change as cells land, unless the claim reads only
+    stored cells.
+
+    Returns records ``{"experiment", "stored", "cells", "claims"}``, ``claims`` as
+    :func:`check_claims` gives them.
+    """
+    return [
+        {
+            "experiment": exp.name,
+            "stored": len(res.cells),
+            "cells": n,
+            "claims": _verdicts(exp, res, partial=True),
+        }
+        for exp, res, n in partly_stored(root, experiments, profile)
+    ]
 
 
 def progress_markdown(rows: list[dict]) -> str:

@@ -506,6 +506,48 @@ def test_report_partial_lists_the_experiments_still_training(smoke_root, capsys)
     assert f"**objectives**: {len(res.cells)} of {n} cells stored" in out
 
 
+def test_figures_partial_draws_the_experiments_still_training(smoke_root, tmp_path, capsys):
+    """`figures --partial` draws `objectives` from the cells stored so far into
+    <figures>/partial/, says so in the caption, and leaves the complete experiments'
+    figures where they are. A figure that needs a missing cell is skipped with a note."""
+    from benchmark.runner import load_stored_cells
+
+    exp = experiments.get("objectives")
+    res, n = load_stored_cells(smoke_root, SMOKE, exp)
+    figs = tmp_path / "figs"
+    argv = ["figures", "--profile", "smoke", "--results", str(smoke_root), "--figures", str(figs)]
+    assert cli.main(argv) == 0
+    assert not (figs / cli.PARTIAL).exists()  # only with --partial
+    capsys.readouterr()
+    assert cli.main([*argv, "--partial"]) == 0
+    assert "partial/objectives.png" in capsys.readouterr().out
+    part = figs / cli.PARTIAL
+    assert sorted(f.stem for f in part.glob("*.png")) == ["objectives", "objectives_conflict"]
+    assert (part / "objectives.png").stat().st_size > 10_000
+    with open(part / "objectives.csv") as f:
+        rows = list(csv.DictReader(f))
+    by = {(c.meta["model"], round(c.x, 6)): c.final.mean(-1) for c in res.cells}
+    assert len(rows) == len(res.cells) == len(by) < n
+    for r in rows:  # the stored cells' numbers, and nothing else
+        assert r["objective"] == "equal"
+        vals = by[(r["model"], round(float(r["correlation"]), 6))]
+        assert float(r["iqm"]) == pytest.approx(stats.iqm(vals), rel=1e-5)
+    assert (figs / "relatedness.png").exists() and not (part / "relatedness.png").exists()
+
+    captions = []
+
+    def needs_every_cell(res, out, caption):
+        captions.append(caption)
+        raise KeyError("mmoe")
+
+    broken = dataclasses.replace(exp, figures=(needs_every_cell,))
+    assert cli.draw_partial(smoke_root, tmp_path / "other", [broken], SMOKE) == []
+    assert captions == [f"profile smoke · {SMOKE.train.steps:,} steps · batch "
+                        f"{SMOKE.train.batch_size} · {SMOKE.sweep_runs} runs per point · "
+                        f"partial: {len(res.cells)} of {n} cells"]  # fmt: skip
+    assert "needs_every_cell needs cells that are not stored yet" in capsys.readouterr().err
+
+
 def test_training_time_counts_each_cell_once(smoke_root):
     from benchmark.report import training_time
 
