@@ -64,7 +64,7 @@ def _labels(groups) -> list[str]:
 
 def draw(res: Results, out: Path, caption: str) -> list[Path]:
     by = _by(res)
-    fig, axes = plots.figure(1, len(MODELS), figsize=(7 * len(MODELS), 5), sharey=True)
+    fig, axes = plots.figure(1, len(MODELS), figsize=(7 * len(MODELS) + 2, 5), sharey=True)
     rows = []
     for ax, m in zip(axes[0], MODELS, strict=True):
         series = []
@@ -81,7 +81,22 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
             "task correlation",
             "final test MSE (IQM, 95% CI)",
             title=f"{get(m).label}: every objective",
+            legend=None,
         )
+    # One legend beside the last panel, of every panel's series (a panel's own legend hid
+    # points); the colours follow the registry order, so they agree across panels.
+    handles = {}
+    for ax in axes[0]:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    order = _labels({(None, o): None for o in handles})
+    axes[0][-1].legend(
+        [handles[o] for o in order],
+        order,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0,
+    )
     plots.write_csv(
         out / "objectives.csv", ["model", "objective", "correlation", "iqm", "ci_lo", "ci_hi"], rows
     )
