@@ -185,6 +185,22 @@ def test_the_objectives_figures_draw_from_their_cells(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
         rows = (tmp_path / f"{name}.csv").read_text().strip().splitlines()[1:]
         assert len(rows) == len(res.cells)
+    rows = (tmp_path / "objectives_vs_equal.csv").read_text().strip().splitlines()[1:]
+    assert [r.split(",")[:2] for r in rows] == [["shared_bottom", "pcgrad"], ["mmoe", "pcgrad"]]
+
+
+def test_objectives_vs_equal_reads_the_objectives_stored_at_every_correlation():
+    """The across-the-grid table (``objectives_vs_equal.csv``): the paired IQM difference
+    against equal weights, only for an objective stored at every correlation."""
+    from benchmark.experiments import objectives as exp
+
+    by = exp._by(objectives_results(0.25))
+    del by[("mmoe", "pcgrad")][1.0]
+    rows = exp.vs_equal(by)
+    assert [r[:3] for r in rows] == [["shared_bottom", "pcgrad", 4]]
+    point, lo, hi = rows[0][3:]
+    assert lo < point < hi < 0
+    assert point == pytest.approx(0.25 - 0.4, abs=0.01)
 
 
 def test_the_objectives_cells_train_the_claims_cells_first():

@@ -510,6 +510,7 @@ def test_figures_partial_draws_the_experiments_still_training(smoke_root, tmp_pa
     """`figures --partial` draws `objectives` from the cells stored so far into
     <figures>/partial/, says so in the caption, and leaves the complete experiments'
     figures where they are. A figure that needs a missing cell is skipped with a note."""
+    from benchmark.experiments import objectives as exp_mod
     from benchmark.runner import load_stored_cells
 
     exp = experiments.get("objectives")
@@ -533,6 +534,10 @@ def test_figures_partial_draws_the_experiments_still_training(smoke_root, tmp_pa
         vals = by[(r["model"], round(float(r["correlation"]), 6))]
         assert float(r["iqm"]) == pytest.approx(stats.iqm(vals), rel=1e-5)
     assert (figs / "relatedness.png").exists() and not (part / "relatedness.png").exists()
+    # only equal weights is stored: no objective to set against it across the grid
+    assert (part / "objectives_vs_equal.csv").read_text().splitlines() == [
+        ",".join(exp_mod.VS_EQUAL)
+    ]
 
     captions = []
 

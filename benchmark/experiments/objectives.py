@@ -20,7 +20,7 @@ import numpy as np
 from .. import objectives as objective_registry
 from .. import plots, stats
 from ..models import ModelConfig, get
-from ..report import fmt_ci
+from ..report import fmt_ci, paired_diff
 from ..runner import Results
 from . import Cell, Claim, Experiment, Verdict, register
 from .gradient_conflict import COLUMNS, YLABEL, conflict_table
@@ -100,7 +100,31 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
     plots.write_csv(
         out / "objectives.csv", ["model", "objective", "correlation", "iqm", "ci_lo", "ci_hi"], rows
     )
+    plots.write_csv(out / "objectives_vs_equal.csv", VS_EQUAL, vs_equal(by))
     return [plots.save(fig, out / "objectives.png", caption)]
+
+
+VS_EQUAL = ["model", "objective", "correlations", "iqm_difference", "ci_lo", "ci_hi"]
+
+
+def vs_equal(by: dict) -> list[list]:
+    """Each objective against equal weights across the whole grid: rows ``[model,
+    objective, n_correlations, point, lo, hi]`` of the paired IQM difference (objective
+    minus equal; negative: the objective lowers the loss), each run's loss averaged over
+    the correlations, with its paired 95% bootstrap CI. Only the objectives whose cells are
+    stored at every correlation equal weights has; ``by`` is :func:`_by`'s."""
+    rows = []
+    for m in MODELS:
+        xs = sorted(by.get((m, "equal"), {}))
+        if not xs:
+            continue
+        equal = np.mean([by[(m, "equal")][x] for x in xs], axis=0)  # (runs,)
+        for o in _labels(by):
+            if o == "equal" or not all(x in by.get((m, o), {}) for x in xs):
+                continue
+            loss = np.mean([by[(m, o)][x] for x in xs], axis=0)
+            rows.append([m, o, len(xs), *paired_diff(loss, equal, stats.iqm_axis)])
+    return rows
 
 
 def draw_conflict(res: Results, out: Path, caption: str) -> list[Path]:
