@@ -55,6 +55,12 @@ def _by(res: Results) -> dict:
     return out
 
 
+def _over(by: dict, m: str, o: str, xs) -> np.ndarray:
+    """``(runs,)``: each run's loss under ``(m, o)`` averaged over the correlations ``xs``
+    (paired across cells: run i of every cell shares its key)."""
+    return np.mean([by[(m, o)][x] for x in xs], axis=0)
+
+
 def _labels(groups) -> list[str]:
     """The objective labels of ``{(model, label): ...}``, in registry order (equal first),
     a tuned objective (``gradnorm(alpha=0.5)``) after its paper-default one."""
@@ -118,12 +124,11 @@ def vs_equal(by: dict) -> list[list]:
         xs = sorted(by.get((m, "equal"), {}))
         if not xs:
             continue
-        equal = np.mean([by[(m, "equal")][x] for x in xs], axis=0)  # (runs,)
+        equal = _over(by, m, "equal", xs)
         for o in _labels(by):
             if o == "equal" or not all(x in by.get((m, o), {}) for x in xs):
                 continue
-            loss = np.mean([by[(m, o)][x] for x in xs], axis=0)
-            rows.append([m, o, len(xs), *paired_diff(loss, equal, stats.iqm_axis)])
+            rows.append([m, o, len(xs), *paired_diff(_over(by, m, o, xs), equal, stats.iqm_axis)])
     return rows
 
 
@@ -163,17 +168,14 @@ def closes_gap(res: Results) -> Verdict:
     if not others:
         return Verdict(None, "no objective but equal has Shared-Bottom cells")
 
-    def low(m, o):
-        return np.mean([by[(m, o)][x] for x in xs], axis=0)  # (runs,) paired across cells
-
-    sb, mmoe = low("shared_bottom", "equal"), low("mmoe", "equal")
+    sb, mmoe = _over(by, "shared_bottom", "equal", xs), _over(by, "mmoe", "equal", xs)
 
     def share(a, b, c, axis):
         return np.mean(a - b, axis=axis) / np.mean(a - c, axis=axis)
 
     parts, best = [], None
     for o in others:
-        ci = stats.paired_bootstrap(share, [sb, low("shared_bottom", o), mmoe])
+        ci = stats.paired_bootstrap(share, [sb, _over(by, "shared_bottom", o, xs), mmoe])
         parts.append(f"{o} {fmt_ci(*ci, digits=2)}")
         if best is None or ci[1] > best[1][1]:
             best = (o, ci)
