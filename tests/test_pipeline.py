@@ -378,10 +378,11 @@ def test_editing_a_preset_constant_plans_every_affected_cell(monkeypatch):
 
 
 def test_the_committed_default_results_load(tmp_path):
-    """Every complete experiment in results/default loads, and figures/ holds exactly the
-    numbers its stored cells give (while the default profile trains, the complete ones)."""
+    """Every complete experiment in results/default loads, `make extend`'s included, and
+    figures/ holds exactly the numbers its stored cells give (while the default profile
+    trains, the complete ones)."""
     root = REPO / "results" / "default"
-    stored = assembled(root, _exps(ALL))
+    stored = assembled(root, _every())
     if not stored:
         pytest.skip("results/default holds no complete experiment yet")
     for exp in stored:
