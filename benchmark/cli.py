@@ -58,8 +58,8 @@ def _check_models(models: list[str] | None) -> list[str] | None:
 
 def cmd_list(args) -> None:
     from . import objectives
-    from .experiments import PROFILES
     from .models import get, names, param_count
+    from .protocol import PROFILES
 
     archs = {}
     for n in names():
@@ -160,7 +160,7 @@ def _join_distributed(args) -> tuple[int, int]:
 
 
 def cmd_run(args) -> None:
-    from .experiments import get_profile
+    from .protocol import get_profile
     from .runner import parse_shard, plan, run
 
     profile = get_profile(args.profile)
@@ -219,12 +219,12 @@ def _write_outputs(root: Path, profile, names, figures: str | None, no_figures: 
 
 def draw(root: Path, out: Path, exps: list) -> list[Path]:
     """Draw the figures of every experiment of ``exps`` stored in ``root`` into ``out``."""
-    from .experiments import PROFILES
     from .models import names as arch_names
-    from .report import assembled
+    from .protocol import PROFILES
+    from .report import stored_experiments
     from .runner import load_experiment, stale_cells
 
-    todo = assembled(root, exps)
+    todo = stored_experiments(root, exps)
     if not todo:
         raise ResultsError(f"no stored experiments in {root}; run `python -m benchmark run`")
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def draw_partial(root: Path, out: Path, exps: list, profile) -> list[Path]:
 
 
 def cmd_merge(args) -> None:
-    from .experiments import get_profile
+    from .protocol import get_profile
     from .report import write_summary
     from .runner import merge
 
@@ -307,7 +307,7 @@ def cmd_merge(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from .experiments import get_profile
+    from .protocol import get_profile
     from .report import write_summary
 
     profile = get_profile(args.profile)
@@ -324,7 +324,7 @@ def cmd_figures(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .experiments import get_profile
+    from .protocol import get_profile
     from .report import (
         build_summary,
         check_claims,

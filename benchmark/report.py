@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from . import stats
-from .experiments import Experiment, Profile, Verdict
+from .protocol import Experiment, Profile, Verdict
 from .runner import Results, ResultsError, load_experiment, load_stored_cells, write_json
 
 __all__ = [
-    "assembled",
+    "stored_experiments",
     "build_summary",
     "write_summary",
     "summary_markdown",
@@ -26,13 +24,10 @@ __all__ = [
     "progress_markdown",
     "training_time",
     "time_markdown",
-    "paired_diff",
 ]
 
-FINAL_KEYS = ("mean", "std", "iqm", "iqm_ci", "q10", "q25", "median", "q75", "q90", "min")
 
-
-def assembled(root: Path, experiments: list[Experiment]) -> list[Experiment]:
+def stored_experiments(root: Path, experiments: list[Experiment]) -> list[Experiment]:
     """The experiments of ``experiments`` that have stored results in ``root``."""
     return [e for e in experiments if (root / e.name / "manifest.json").exists()]
 
@@ -44,7 +39,7 @@ def build_summary(root: Path, experiments: list[Experiment], seed: int = 0) -> l
     "n_runs", "n_diverged", "final_loss": {mean, std, iqm, iqm_ci, q10, q25, median, q75,
     q90, min}}``; ``corr`` is ``p`` or the cosine matrix, ``x`` the cell's x-axis value.
     """
-    exps = assembled(root, experiments)
+    exps = stored_experiments(root, experiments)
     if not exps:
         raise ResultsError(f"no stored experiments in {root}; run `python -m benchmark run`")
     records = []
@@ -100,7 +95,7 @@ def check_claims(root: Path, experiments: list[Experiment]) -> list[dict]:
     Returns records ``{"claim", "source", "words", "rule", "holds", "evidence"}``.
     """
     out = []
-    for exp in assembled(root, experiments):
+    for exp in stored_experiments(root, experiments):
         if exp.claims:
             out += _verdicts(exp, load_experiment(root, exp.name))
     return out
@@ -134,7 +129,7 @@ def partly_stored(root: Path, experiments: list[Experiment], profile: Profile):
     results holding the stored cells only (:func:`runner.load_stored_cells`). An
     experiment the profile cannot size (``budget`` under smoke) is passed over; a corrupt
     cell file raises :class:`ResultsError`."""
-    done = {e.name for e in assembled(root, experiments)}
+    done = {e.name for e in stored_experiments(root, experiments)}
     for exp in experiments:
         if exp.name in done:
             continue
@@ -199,7 +194,7 @@ def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
     """
     seen: dict[str, int] = {}
     rows = []
-    for exp in assembled(root, experiments):
+    for exp in stored_experiments(root, experiments):
         manifest = json.loads((root / exp.name / "manifest.json").read_text())
         row = {"experiment": exp.name, "cells": 0, "runs": 0, "run_steps": 0, "train_s": 0.0}
         for r in manifest["cells"]:
@@ -229,23 +224,3 @@ def time_markdown(rows: list[dict]) -> str:
             f"{r['train_s'] / 60:.1f} min | {rate} |"
         )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- claim helpers
-
-
-def paired_diff(a: np.ndarray, b: np.ndarray, statistic=None, seed: int = 0):
-    """``(point, lo, hi)`` of ``statistic(a) - statistic(b)`` over paired runs (default: the
-    mean), with a paired percentile-bootstrap 95% CI (:func:`stats.paired_bootstrap`)."""
-    f = statistic or (lambda x, axis: np.mean(x, axis=axis))
-    return stats.paired_bootstrap(lambda x, y, axis: f(x, axis) - f(y, axis), [a, b], seed=seed)
-
-
-def fmt_ci(point: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``0.123 [0.100, 0.150]``."""
-    return f"{point:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def task1(res: Results, model: str, x: float) -> np.ndarray:
-    """Task 1's final test MSE of ``model`` at ``x``, (runs,); NaN for diverged runs."""
-    return res.by_model()[model][round(x, 6)].final[:, 0]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .experiments import Cell, Experiment, Profile
+from .protocol import Cell, Experiment, Profile
 from .spec import LRSelect, RunSpec
 
 __all__ = [
@@ -339,9 +339,9 @@ def plan(
     need: dict[str, tuple[RunSpec, int]] = {}
     for exp in experiments:
         for cell in _cells(exp, profile, models):
-            have = need.get(cell.key)
+            have = need.get(cell.key())
             if have is None or cell.n_runs > have[1]:
-                need[cell.key] = (cell.spec, cell.n_runs)
+                need[cell.key()] = (cell.spec, cell.n_runs)
     chunks = []
     for spec, n in need.values():
         chunks += _cell_chunks(root, spec, n, profile.chunk)[1]
@@ -447,7 +447,7 @@ def _train_chunks(call: list[Chunk], root: Path) -> float:
     lrs = [_lr_for(c.spec, root) for c in call]
     lr = np.concatenate([np.full(c.size, v, np.float32) for c, v in zip(call, lrs, strict=True)])
     out = train_many(
-        keys, p, lr, model=first.model, spec=first.task, cfg=first.train, objective=first.objective
+        keys, p, lr, model=first.model, task=first.task, cfg=first.train, objective=first.objective
     )
     wall = float(out.pop("wall_s"))
     total, offset = sum(c.size for c in call), 0
@@ -489,19 +489,19 @@ def run(
     """
     if fuse != "auto" and (not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 0):
         raise ValueError(f"fuse must be a number of runs >= 0 or 'auto', got {fuse!r}")
-    p = plan(profile, experiments, root, shard, models)
+    work = plan(profile, experiments, root, shard, models)
     root.mkdir(parents=True, exist_ok=True)
     bar = None
-    if progress and p.chunks:
+    if progress and work.chunks:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(c.size for c in p.chunks), unit="run", desc=profile.name)
-        if p.skipped:
-            bar.write(f"resuming: {p.skipped} finished chunks skipped")
+        bar = tqdm(total=sum(c.size for c in work.chunks), unit="run", desc=profile.name)
+        if work.skipped:
+            bar.write(f"resuming: {work.skipped} finished chunks skipped")
     t0 = time.perf_counter()
     train_s = 0.0
     try:
-        for call in fused(p.chunks, fuse):
+        for call in fused(work.chunks, fuse):
             if bar is not None:
                 label = call[0].spec.model.label()
                 ps = ",".join(dict.fromkeys(_corr_text(c.spec) for c in call))
@@ -511,21 +511,21 @@ def run(
             # hold (the files a run commits as it goes: a cut run loses at most the call in
             # flight); the manifests wait for their experiments' last cells.
             for key in dict.fromkeys(c.spec.key() for c in call):
-                _complete_cell(root, profile, *p.need[key], partial=True)
+                _complete_cell(root, profile, *work.need[key], partial=True)
             if bar is not None:
                 bar.update(sum(c.size for c in call))
     except KeyboardInterrupt:
-        for spec, n in p.need.values():  # chunks written before the interrupt landed
+        for spec, n in work.need.values():  # chunks written before the interrupt landed
             _complete_cell(root, profile, spec, n, partial=True)
         # Counted on disk: the interrupt may land after a chunk's file is written.
-        raise Interrupted(sum(c.done(root) for c in p.chunks), root) from None
+        raise Interrupted(sum(c.done(root) for c in work.chunks), root) from None
     finally:
         if bar is not None:
             bar.close()
-    assembled = assemble(profile, p, root, wall_s=time.perf_counter() - t0, models=models)
+    assembled = assemble(profile, work, root, wall_s=time.perf_counter() - t0, models=models)
     return {
-        "trained": len(p.chunks),
-        "skipped": p.skipped,
+        "trained": len(work.chunks),
+        "skipped": work.skipped,
         "assembled": assembled,
         "train_s": train_s,
     }
@@ -596,19 +596,19 @@ def _commits(meta: dict) -> list:
 
 
 def assemble(
-    profile: Profile, p: Plan, root: Path, wall_s: float, models: list[str] | None = None
+    profile: Profile, work: Plan, root: Path, wall_s: float, models: list[str] | None = None
 ) -> list[str]:
     """Complete every cell whose pieces are on disk; write the manifest of each experiment
     whose cells are all complete. Returns the names of the experiments written."""
-    done_keys = {k for k, (spec, n) in p.need.items() if _complete_cell(root, profile, spec, n)}
+    done_keys = {k for k, (spec, n) in work.need.items() if _complete_cell(root, profile, spec, n)}
     written = []
-    for exp in p.experiments:
+    for exp in work.experiments:
         cells = exp.cells(profile)
-        if not all(c.key in done_keys or stored_runs(root, c.key) >= c.n_runs for c in cells):
+        if not all(c.key() in done_keys or stored_runs(root, c.key()) >= c.n_runs for c in cells):
             continue
         records, run_s = [], 0.0
         for c in cells:
-            _, meta = read_npz(_cell_path(root, c.key), c.key)
+            _, meta = read_npz(_cell_path(root, c.key()), c.key())
             run_s += meta["train_wall_s"] * c.n_runs / meta["n_runs"]
             records.append(_cell_record(c, meta))
         manifest = {
@@ -631,7 +631,7 @@ def assemble(
 def _cell_record(cell: Cell, meta: dict) -> dict:
     spec = cell.spec
     return {
-        "key": cell.key,
+        "key": cell.key(),
         "series": cell.series,
         "model": spec.model.name,
         "model_label": spec.model.label(),
@@ -766,9 +766,9 @@ def load_stored_cells(root: Path, profile: Profile, exp: Experiment) -> tuple[Re
     cells = exp.cells(profile)
     records = []
     for c in cells:
-        path = _cell_path(root, c.key)
+        path = _cell_path(root, c.key())
         if path.exists():
-            meta = read_meta(path, c.key)
+            meta = read_meta(path, c.key())
             if int(meta["n_runs"]) >= c.n_runs:
                 records.append(_cell_record(c, meta))
     manifest = {
@@ -787,7 +787,7 @@ def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
     if not path.exists():
         return []
     stored = {c["key"] for c in json.loads(path.read_text())["cells"]}
-    return sorted(stored - {c.key for c in exp.cells(profile)})
+    return sorted(stored - {c.key() for c in exp.cells(profile)})
 
 
 # ----------------------------------------------------------------------------- merging
@@ -816,8 +816,8 @@ def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[E
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, target)
         copied += 1
-    p = plan(profile, experiments, dest)
-    return {"copied": copied, "assembled": assemble(profile, p, dest, wall_s=0.0)}
+    work = plan(profile, experiments, dest)
+    return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0)}
 
 
 def _more_runs(a: Path, b: Path) -> bool:

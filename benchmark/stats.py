@@ -31,6 +31,7 @@ __all__ = [
     "stratified_iqm_ci",
     "summarize",
     "paired_bootstrap",
+    "paired_diff",
     "finite_mean",
     "mean_normal_ci",
     "iqr_axis",
@@ -82,13 +83,9 @@ def iqm(x: np.ndarray | Sequence[float]) -> float:
     return float(scipy.stats.trim_mean(v, _TRIM))
 
 
-def _iqm_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return scipy.stats.trim_mean(x, _TRIM, axis=axis)
-
-
 def iqm_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """IQM along ``axis`` (no NaN handling: for paired bootstraps of finite values)."""
-    return _iqm_axis(x, axis)
+    return scipy.stats.trim_mean(x, _TRIM, axis=axis)
 
 
 def iqr_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -127,7 +124,7 @@ def iqm_ci(
     Returns:
         ``(lo, hi)`` as Python floats; ``(nan, nan)`` if fewer than 2 finite values.
     """
-    return _bootstrap_ci(x, _iqm_axis, seed, n_boot, ci)
+    return _bootstrap_ci(x, iqm_axis, seed, n_boot, ci)
 
 
 def mean_ci(
@@ -209,7 +206,7 @@ def stratified_iqm_ci(
     boot_pool = np.concatenate(
         [s[rng.integers(0, s.size, size=(n_boot, s.size))] for s in strata], axis=1
     )
-    boot = _iqm_axis(boot_pool, axis=1)  # shape (n_boot,)
+    boot = iqm_axis(boot_pool, axis=1)  # shape (n_boot,)
     return point, _percentile_interval(boot, ci)
 
 
@@ -401,6 +398,18 @@ def paired_bootstrap(
         return point, NAN, NAN
     lo, hi = _percentile_interval(boot, ci)
     return point, lo, hi
+
+
+def paired_diff(a: np.ndarray, b: np.ndarray, statistic=None, seed: int = 0):
+    """``(point, lo, hi)`` of ``statistic(a) - statistic(b)`` over paired runs (default: the
+    mean), with a paired percentile-bootstrap 95% CI (:func:`paired_bootstrap`).
+
+    Args:
+        a, b: ``(n_runs,)`` each, paired by index.
+        statistic: ``f(x, axis)``, vectorised as in :func:`paired_bootstrap`.
+    """
+    f = statistic or (lambda x, axis: np.mean(x, axis=axis))
+    return paired_bootstrap(lambda x, y, axis: f(x, axis) - f(y, axis), [a, b], seed=seed)
 
 
 def finite_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark import experiments
+from benchmark import experiments, protocol
 from benchmark.runner import CellResult, Results
 
 N = 200
@@ -71,7 +71,7 @@ def mtl_gain(loss=None, task2=None):
             "ple": 0.1} | (loss or {})  # fmt: skip
     z = _draws()
     cells = []
-    for p in experiments.PLE_CORRS:
+    for p in protocol.PLE_CORRS:
         for m, v in loss.items():
             t1 = v + 0.02 * z()
             t2 = (task2 or {}).get(m, v) + 0.02 * z()
@@ -210,7 +210,7 @@ def test_the_objectives_cells_train_the_claims_cells_first():
     from benchmark import objectives as objective_registry
     from benchmark.experiments import objectives as exp
 
-    profile = experiments.get_profile("default")
+    profile = protocol.get_profile("default")
     cells = experiments.get("objectives").cells(profile)
     combos = [(c.spec.objective_name, c.model.name, c.x) for c in cells]
     want = {

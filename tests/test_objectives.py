@@ -462,7 +462,7 @@ def test_representation_losses_names_a_missing_submodule():
 
 
 def test_mgda_ub_needs_a_registered_representation():
-    from benchmark.experiments import get_profile
+    from benchmark.protocol import get_profile
 
     spec = get_profile("smoke").spec(ModelConfig.of("mmoe"), 0.5)
     dataclasses.replace(spec, objective="mgda_ub")  # MMoE has one

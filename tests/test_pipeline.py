@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from benchmark import cli, experiments, models, runner, stats
-from benchmark.experiments import PLE_CORRS, get_profile
-from benchmark.report import assembled, build_summary, check_claims
+from benchmark.protocol import PLE_CORRS, get_profile
+from benchmark.report import build_summary, check_claims, stored_experiments
 from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
 
 SMOKE = get_profile("smoke")
@@ -69,7 +69,7 @@ def test_every_experiment_has_its_cells(smoke_root):
     for name in ALL:
         res = load_experiment(smoke_root, name)
         cells = experiments.get(name).cells(SMOKE)
-        assert [c.meta["key"] for c in res.cells] == [c.key for c in cells]
+        assert [c.meta["key"] for c in res.cells] == [c.key() for c in cells]
         for key in ("profile", "versions", "git_commit", "hardware", "timings", "eval_steps"):
             assert key in res.manifest
         for cell in res.cells:
@@ -86,7 +86,7 @@ def test_a_cell_shared_by_experiments_is_trained_once(smoke_root):
     assert a.meta["key"] == b.meta["key"]
     n = b.final.shape[0]
     np.testing.assert_array_equal(a.final[:n], b.final)
-    keys = {c.key for e in _exps(ALL) for c in e.cells(SMOKE)}
+    keys = {c.key() for e in _exps(ALL) for c in e.cells(SMOKE)}
     assert {f.stem for f in (smoke_root / "cells").glob("*.npz")} == keys
     assert {0.5, 0.9, 1.0} | set(PLE_CORRS) <= set(SMOKE.correlations)
 
@@ -166,7 +166,7 @@ def test_interrupt_prints_one_line_and_resumes(tmp_path, monkeypatch, capsys):
     # run commits as it goes); the experiment's manifest waits for its last cell.
     assert SMOKE.paper_runs == 2 * SMOKE.chunk
     written = [f.stem for f in (root / "cells").glob("*.npz")]
-    assert len(written) == 1 and written[0] in {c.key for c in _exps(["fig3"])[0].cells(SMOKE)}
+    assert len(written) == 1 and written[0] in {c.key() for c in _exps(["fig3"])[0].cells(SMOKE)}
     assert not (root / "fig3" / "manifest.json").exists()
     monkeypatch.setattr(runner, "_train_chunks", real)
     res = run(SMOKE, _exps(["fig3"]), root, progress=False)
@@ -182,8 +182,8 @@ def test_an_interrupt_keeps_finished_runs_in_the_cell_files(tmp_path, smoke_root
     with pytest.raises(runner.Interrupted):
         run(SMOKE, _exps(["fig3"]), root, progress=False, fuse=0)
     first = _exps(["fig3"])[0].cells(SMOKE)[0]
-    assert runner.stored_runs(root, first.key) == SMOKE.chunk < first.n_runs
-    meta = runner.read_meta(root / "cells" / f"{first.key}.npz")
+    assert runner.stored_runs(root, first.key()) == SMOKE.chunk < first.n_runs
+    meta = runner.read_meta(root / "cells" / f"{first.key()}.npz")
     assert meta["split"] == {"n": first.n_runs, "size": SMOKE.chunk}
     shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
     monkeypatch.setattr(runner, "_train_chunks", real)
@@ -213,7 +213,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, monkeypatch, capsys):
     assert "1 chunk(s) saved" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before
     first = _exps(["fig3"])[0].cells(SMOKE)[0]
-    assert runner.stored_runs(root, first.key) == SMOKE.chunk
+    assert runner.stored_runs(root, first.key()) == SMOKE.chunk
 
 
 def test_a_partial_cell_keeps_its_split():
@@ -369,7 +369,7 @@ def test_editing_a_preset_constant_plans_every_affected_cell(monkeypatch):
     edited = spec.replace(alpha=(spec.alpha[0] + 1e-4,) + spec.alpha[1:])
     monkeypatch.setitem(datagen.presets.PRESETS, "kdd18", edited)
     p = plan(DEFAULT, exps, root)
-    assert len(p.need) == len({c.key for e in exps for c in e.cells(DEFAULT)})
+    assert len(p.need) == len({c.key() for e in exps for c in e.cells(DEFAULT)})
     assert p.counts()["runs_to_train"] == sum(n for _, n in p.need.values())
     # The preset's name is a label only: renaming it changes nothing.
     monkeypatch.setitem(datagen.presets.PRESETS, "kdd18", spec.replace(name="renamed"))
@@ -382,7 +382,7 @@ def test_the_committed_default_results_load(tmp_path):
     figures/ holds exactly the numbers its stored cells give (while the default profile
     trains, the complete ones)."""
     root = REPO / "results" / "default"
-    stored = assembled(root, _every())
+    stored = stored_experiments(root, _every())
     if not stored:
         pytest.skip("results/default holds no complete experiment yet")
     for exp in stored:
@@ -561,14 +561,14 @@ def test_training_time_counts_each_cell_once(smoke_root):
     assert [r["experiment"] for r in rows] == ALL
     runs: dict = {}
     for c in (c for e in _exps(ALL) for c in e.cells(SMOKE)):
-        runs[c.key] = max(runs.get(c.key, 0), c.n_runs)
+        runs[c.key()] = max(runs.get(c.key(), 0), c.n_runs)
     assert sum(r["runs"] for r in rows) == sum(runs.values())
     assert sum(r["cells"] for r in rows) == len(runs)
     assert sum(r["run_steps"] for r in rows) == sum(runs.values()) * SMOKE.train.steps
     assert rows[0]["train_s"] > 0 and all(r["train_s"] >= 0 for r in rows)
     # The fig3/fig4 cells that relatedness shares count there: it adds only the others.
-    earlier = {c.key for e in _exps(ALL[: ALL.index("relatedness")]) for c in e.cells(SMOKE)}
-    own = [c for c in experiments.get("relatedness").cells(SMOKE) if c.key not in earlier]
+    earlier = {c.key() for e in _exps(ALL[: ALL.index("relatedness")]) for c in e.cells(SMOKE)}
+    own = [c for c in experiments.get("relatedness").cells(SMOKE) if c.key() not in earlier]
     assert 0 < rows[ALL.index("relatedness")]["runs"] == sum(c.n_runs for c in own)
 
 

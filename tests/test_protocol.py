@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.experiments import PAPER_CORRS, budget, get_profile, lr_grid
+from benchmark.experiments import budget, lr_grid
+from benchmark.protocol import PAPER_CORRS, get_profile
 from benchmark.runner import CellResult, Results
 
 MODELS = ("shared_bottom", "omoe", "mmoe")
@@ -66,8 +67,8 @@ def test_budget_cells_scale_with_the_profile():
     # The late profile's own budget is the same spec as its fig4 cells: reused, not retrained.
     from benchmark.experiments import get
 
-    fig4 = {c.key for c in get("fig4").cells(late)}
-    assert {c.key for c in cells if c.spec.train.steps == late.train.steps} == fig4
+    fig4 = {c.key() for c in get("fig4").cells(late)}
+    assert {c.key() for c in cells if c.spec.train.steps == late.train.steps} == fig4
 
 
 def test_lr_rule_pools_the_architectures_and_avoids_divergence():

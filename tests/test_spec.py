@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from benchmark.engine import NUMERICS_VERSION, TrainConfig
-from benchmark.experiments import Cell, get_profile
 from benchmark.models import ModelConfig
+from benchmark.protocol import Cell, get_profile
 from benchmark.spec import LRSelect, RunSpec
 from datagen import get_preset
 
@@ -145,9 +145,9 @@ def test_profiles_hash_constants_not_names():
 
 # ----------------------------------------------------------------------------- layering
 
-# datagen -> models, objectives -> engine -> experiments (spec, registry base) -> runner -> stats ->
-# report/plots -> the experiment files -> cli. A module imports only from its own layer
-# or below.
+# datagen -> models, objectives -> engine -> spec, protocol -> runner -> stats -> report/plots
+# -> the experiments package (its registry and plugins) -> cli. A module imports only from
+# its own layer or below; there is no exception.
 LAYERS = {
     "datagen": 0,
     "benchmark._plugins": 0,
@@ -155,12 +155,12 @@ LAYERS = {
     "benchmark.objectives": 1,
     "benchmark.engine": 2,
     "benchmark.spec": 3,
-    "benchmark.experiments": 3,
+    "benchmark.protocol": 3,
     "benchmark.runner": 4,
     "benchmark.stats": 5,
     "benchmark.report": 6,
     "benchmark.plots": 6,
-    "benchmark.experiments.*": 7,
+    "benchmark.experiments": 7,
     "benchmark.cli": 8,
     "benchmark.bench": 8,
     "benchmark.__main__": 8,
@@ -176,11 +176,7 @@ def _module_name(path: Path) -> str:
 
 
 def _layer(module: str) -> int:
-    if module.startswith("benchmark.experiments."):
-        return LAYERS["benchmark.experiments.*"]
     for name in sorted(LAYERS, key=len, reverse=True):
-        if name.endswith("*"):
-            continue
         if module == name or module.startswith(name + "."):
             return LAYERS[name]
     raise AssertionError(f"module {module} has no layer")

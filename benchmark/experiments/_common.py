@@ -33,3 +33,13 @@ def write_curves(path: Path, rows) -> None:
 
 def all_finite(*arrays) -> np.ndarray:
     return np.concatenate([a[np.isfinite(a)] for a in arrays])
+
+
+def fmt_ci(point: float, lo: float, hi: float, digits: int = 3) -> str:
+    """``0.123 [0.100, 0.150]``."""
+    return f"{point:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def task1(res: Results, model: str, x: float) -> np.ndarray:
+    """Task 1's final test MSE of ``model`` at ``x``, (runs,); NaN for diverged runs."""
+    return res.by_model()[model][round(x, 6)].final[:, 0]

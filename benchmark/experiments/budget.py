@@ -20,8 +20,9 @@ import numpy as np
 
 from .. import plots
 from ..models import ModelConfig
+from ..protocol import PAPER_CORRS, Cell, Experiment
 from ..runner import Results
-from . import PAPER_CORRS, Cell, Experiment, register
+from . import register
 from .fig4 import CLAIMS as FIG4_CLAIMS
 
 MODELS = ("shared_bottom", "omoe", "mmoe")

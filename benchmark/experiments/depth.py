@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig, get
-from ..report import fmt_ci
+from ..protocol import Claim, Experiment, Verdict, grid
 from ..runner import Results
-from . import Claim, Experiment, Verdict, grid, register
+from . import register
+from ._common import fmt_ci
 
 MODELS = ("shared_bottom", "shared_bottom_deep", "mmoe", "mmoe_deep", "cgc", "ple")
 MOSTLY = 0.5  # "mostly depth": the deep MMoE closes at least half of MMoE's gap to PLE

@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig, get
-from ..report import fmt_ci, paired_diff
+from ..protocol import Claim, Experiment, Verdict, grid
 from ..runner import Results
-from . import Claim, Experiment, Verdict, grid, register
+from . import register
+from ._common import fmt_ci
 
 MODELS = ("omoe", "mmoe", "dselect_k", "mmoe_norm")
 
@@ -80,7 +81,7 @@ def alike_with_relatedness(res: Results) -> Verdict:
     by = res.by_model().get("mmoe", {})
     if 0.0 not in by or 1.0 not in by:
         return Verdict(None, "MMoE at p = 0 and p = 1 not stored")
-    ci = paired_diff(_cosine(by[1.0]), _cosine(by[0.0]))
+    ci = stats.paired_diff(_cosine(by[1.0]), _cosine(by[0.0]))
     return Verdict(
         bool(ci[1] > 0), f"MMoE expert cosine at p=1 minus at p=0, paired: {fmt_ci(*ci)}"
     )
@@ -95,7 +96,7 @@ def home_less_alike(res: Results) -> Verdict:
     def over_p(m):
         return np.mean([_cosine(by[m][x]) for x in xs], axis=0)  # (runs,) paired
 
-    ci = paired_diff(over_p("mmoe"), over_p("mmoe_norm"))
+    ci = stats.paired_diff(over_p("mmoe"), over_p("mmoe_norm"))
     return Verdict(
         bool(ci[1] > 0),
         f"MMoE minus HoME-style expert cosine, mean over {len(xs)} correlations, paired: "

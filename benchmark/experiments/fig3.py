@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import plots
+from .. import plots, stats
 from ..models import ModelConfig
-from ..report import fmt_ci, paired_diff
+from ..protocol import PAPER_CORRS, Claim, Experiment, Verdict, grid
 from ..runner import Results
-from . import PAPER_CORRS, Claim, Experiment, Verdict, grid, register
-from ._common import BAND, curve_rows, write_curves
+from . import register
+from ._common import BAND, curve_rows, fmt_ci, write_curves
 
 SB16 = ModelConfig.of("shared_bottom", bottom_units=16)
 
@@ -47,8 +47,8 @@ def ordering_at_every_step(res: Results) -> Verdict:
     parts, holds = [], True
     for lo_cell, hi_cell in zip(cells_, cells_[1:], strict=False):
         a, b = lo_cell.arrays["curves"][:, :, 0], hi_cell.arrays["curves"][:, :, 0]
-        above = [paired_diff(a[:, s], b[:, s], seed=s)[1] > 0 for s in range(1, n_steps + 1)]
-        final = paired_diff(a[:, -1], b[:, -1])
+        above = [stats.paired_diff(a[:, s], b[:, s], seed=s)[1] > 0 for s in range(1, n_steps + 1)]
+        final = stats.paired_diff(a[:, -1], b[:, -1])
         holds &= all(above)
         parts.append(
             f"p={lo_cell.x:g} − p={hi_cell.x:g}: final {fmt_ci(*final)}, CI above 0 "

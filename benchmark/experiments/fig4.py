@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig, get
-from ..report import fmt_ci, paired_diff, task1
+from ..protocol import PAPER_CORRS, Claim, Experiment, Verdict, grid
 from ..runner import Results
-from . import PAPER_CORRS, Claim, Experiment, Verdict, grid, register
-from ._common import BAND, all_finite, curve_rows, write_curves
+from . import register
+from ._common import BAND, all_finite, curve_rows, fmt_ci, task1, write_curves
 
 MODELS = ("shared_bottom", "omoe", "mmoe")
 MOE = ("omoe", "mmoe")
@@ -120,7 +120,7 @@ def monotone(res: Results) -> Verdict:
     ps, parts, holds = _ps(res), [], True
     for m in MODELS:
         cis = [
-            paired_diff(task1(res, m, a), task1(res, m, b), stats.iqm_axis)
+            stats.paired_diff(task1(res, m, a), task1(res, m, b), stats.iqm_axis)
             for a, b in zip(ps, ps[1:], strict=False)
         ]
         ok = all(ci[1] > 0 for ci in cis)
@@ -158,7 +158,7 @@ def mmoe_spread(res: Results) -> Verdict:
 def equal_at_one(res: Results) -> Verdict:
     p = _ps(res)[-1]
     m, o = task1(res, "mmoe", p), task1(res, "omoe", p)
-    ci = paired_diff(m, o, stats.iqm_axis)
+    ci = stats.paired_diff(m, o, stats.iqm_axis)
     bound = EQUIVALENCE * stats.iqm(m)
     holds = -bound < ci[1] and ci[2] < bound
     return Verdict(
@@ -172,7 +172,7 @@ def moe_beats_sb(res: Results) -> Verdict:
     parts, holds = [], True
     for p in _ps(res):
         sb = task1(res, "shared_bottom", p)
-        cis = {m: paired_diff(sb, task1(res, m, p)) for m in MOE}
+        cis = {m: stats.paired_diff(sb, task1(res, m, p)) for m in MOE}
         pb = {m: stats.prob_better(task1(res, m, p), sb) for m in MOE}
         holds &= all(ci[1] > 0 for ci in cis.values())
         parts.append(
@@ -186,7 +186,7 @@ def sb_spreads_more(res: Results) -> Verdict:
     parts, holds = [], True
     for p in _ps(res):
         sb = task1(res, "shared_bottom", p)
-        cis = {m: paired_diff(sb, task1(res, m, p), stats.iqr_axis) for m in MOE}
+        cis = {m: stats.paired_diff(sb, task1(res, m, p), stats.iqr_axis) for m in MOE}
         holds &= all(ci[1] > 0 for ci in cis.values())
         parts.append(
             f"p={p:g}: IQR(SB) {stats.iqr_axis(sb[np.isfinite(sb)]):.3f}; "
@@ -198,7 +198,7 @@ def sb_spreads_more(res: Results) -> Verdict:
 def omoe_robust(res: Results) -> Verdict:
     ps = _ps(res)
     lo, hi = ps[0], ps[-1]
-    diff = paired_diff(task1(res, "omoe", lo), task1(res, "mmoe", lo), stats.iqr_axis)
+    diff = stats.paired_diff(task1(res, "omoe", lo), task1(res, "mmoe", lo), stats.iqr_axis)
     ratio = stats.paired_bootstrap(
         lambda a, b, axis: stats.iqr_axis(a, axis) / stats.iqr_axis(b, axis),
         [task1(res, "omoe", hi), task1(res, "mmoe", hi)],

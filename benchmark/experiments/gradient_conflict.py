@@ -18,9 +18,10 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import get
-from ..report import fmt_ci, paired_diff
+from ..protocol import Claim, Experiment, Verdict
 from ..runner import Results
-from . import Claim, Experiment, Verdict, register, relatedness
+from . import register, relatedness
+from ._common import fmt_ci
 
 
 def _conflict(cell) -> np.ndarray:
@@ -81,7 +82,7 @@ def falls_with_relatedness(res: Results) -> Verdict:
         )
         if c1 is None or not np.isfinite(_conflict(c0)).any():
             continue  # ungated single-task models share nothing
-        ci = paired_diff(_conflict(c1), _conflict(c0))
+        ci = stats.paired_diff(_conflict(c1), _conflict(c0))
         holds &= ci[1] > 0
         parts.append(f"{m} {fmt_ci(*ci)}")
     return Verdict(

@@ -17,8 +17,9 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig, get
+from ..protocol import PAPER_CORRS, Cell, Experiment
 from ..runner import Results
-from . import PAPER_CORRS, Cell, Experiment, register
+from . import register
 
 MODELS = ("shared_bottom", "omoe", "mmoe")
 GRID = (1e-3, 3e-3, 1e-2)

@@ -12,9 +12,10 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig
-from ..report import fmt_ci, paired_diff
+from ..protocol import PLE_CORRS, Claim, Experiment, Verdict, grid
 from ..runner import Results
-from . import PLE_CORRS, Claim, Experiment, Verdict, grid, register
+from . import register
+from ._common import fmt_ci
 
 BASELINE = "single_task"
 MODELS = (BASELINE, "shared_bottom", "mmoe", "cgc", "ple")
@@ -80,7 +81,7 @@ def ple_best(res: Results) -> Verdict:
                 continue
             for k in range(ple.shape[1]):
                 # gain(PLE) − gain(m) = MSE(m) − MSE(PLE), paired run by run.
-                ci = paired_diff(by[m][x].final[:, k], ple[:, k])
+                ci = stats.paired_diff(by[m][x].final[:, k], ple[:, k])
                 holds &= ci[1] > 0
                 if worst is None or ci[1] < worst[1][1]:
                     worst = (f"{m} task {k + 1}", ci)

@@ -20,9 +20,10 @@ import numpy as np
 from .. import objectives as objective_registry
 from .. import plots, stats
 from ..models import ModelConfig, get
-from ..report import fmt_ci, paired_diff
+from ..protocol import Cell, Claim, Experiment, Verdict
 from ..runner import Results
-from . import Cell, Claim, Experiment, Verdict, register
+from . import register
+from ._common import fmt_ci
 from .gradient_conflict import COLUMNS, YLABEL, conflict_table
 
 MODELS = ("shared_bottom", "mmoe")
@@ -128,7 +129,9 @@ def vs_equal(by: dict) -> list[list]:
         for o in _labels(by):
             if o == "equal" or not all(x in by.get((m, o), {}) for x in xs):
                 continue
-            rows.append([m, o, len(xs), *paired_diff(_over(by, m, o, xs), equal, stats.iqm_axis)])
+            rows.append(
+                [m, o, len(xs), *stats.paired_diff(_over(by, m, o, xs), equal, stats.iqm_axis)]
+            )
     return rows
 
 

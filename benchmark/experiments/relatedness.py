@@ -12,8 +12,9 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig, names
+from ..protocol import Experiment, grid
 from ..runner import Results
-from . import Experiment, grid, register
+from . import register
 
 
 def cells(profile):

@@ -13,8 +13,9 @@ import numpy as np
 
 from .. import plots, stats
 from ..models import ModelConfig
+from ..protocol import Cell, Experiment
 from ..runner import Results
-from . import Cell, Experiment, register
+from . import register
 
 MODELS = ("shared_bottom", "mmoe")
 LEVELS = (0.0, 0.5, 0.9, 1.0)
