@@ -5,5 +5,5 @@ Public API::
 
     from benchmark import models, engine, experiments, stats
     models.names()                                   # registered architectures
-    engine.train_many(keys, p, lr, model=models.ModelConfig.of("mmoe"), spec=..., cfg=...)
+    engine.train_many(keys, p, lr, model=models.ModelConfig.of("mmoe"), task=..., cfg=...)
 """

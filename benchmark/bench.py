@@ -39,7 +39,7 @@ import optax
 
 from datagen import _cpu_rng, get_preset, sample, task_weights
 
-from .engine import TrainConfig, _compiled, default_group, run_keys
+from .engine import TrainConfig, default_group, run_keys, trainer
 from .models import ModelConfig, names, ordered
 
 PAPER_STEPS = 10_000_000  # the KDD18 figures' x axes run to about 10M steps
@@ -186,7 +186,7 @@ def _engine(model, spec, cfg, runs, devices, repeats=REPEATS, group="auto", obje
     (with ``group`` runs per group): the best of ``repeats`` calls.
     """
     keys = run_keys(0, runs)
-    fn = _compiled(model, spec, cfg, devices, group, objective)
+    fn = trainer(model, spec, cfg, devices, group, objective)
     p = jnp.full((runs,), 0.9, jnp.float32)
     lr = jnp.full((runs,), 2e-3, jnp.float32)
     t0 = time.perf_counter()
@@ -266,7 +266,7 @@ def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repea
         if len(usable) < len(objectives):
             log(f"{name:<14} cannot train {', '.join(sorted(set(objectives) - set(usable)))}")
         fns = {
-            o: _compiled(ModelConfig.of(name), spec, cfg, n_dev, "auto", o)
+            o: trainer(ModelConfig.of(name), spec, cfg, n_dev, "auto", o)
             .lower(keys, p, lr)
             .compile()
             for o in usable
@@ -427,7 +427,7 @@ from benchmark.models import ModelConfig
 from datagen import get_preset
 cfg = TrainConfig(steps=100, batch_size={batch}, eval_every=100, n_test=2000)
 train_many(run_keys(0, {runs}), 0.5, 1e-3, model=ModelConfig.of("{model}"),
-           spec=get_preset("kdd18"), cfg=cfg)
+           task=get_preset("kdd18"), cfg=cfg)
 print(_rss_mb())
 """
 
@@ -587,7 +587,7 @@ def compare_engines(
         for tag, eng, mods in pairs:
             cfg = eng.TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
             model = (mods.ModelConfig if mods else ModelConfig).of(name)
-            fn = eng._compiled(model, spec, cfg, n_dev, "auto")
+            fn = eng.trainer(model, spec, cfg, n_dev, "auto")
             progs[tag] = fn.lower(keys, p, lr).compile()
             jax.block_until_ready(progs[tag](keys, p, lr))
         wall = dict.fromkeys(progs, math.inf)
@@ -636,7 +636,7 @@ def profile_step(
     keys = run_keys(0, runs)
     p = jnp.full((runs,), 0.9, jnp.float32)
     lr = jnp.full((runs,), 2e-3, jnp.float32)
-    fn = _compiled(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs, objective)
+    fn = trainer(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs, objective)
     compiled = fn.lower(keys, p, lr).compile()
     jax.block_until_ready(compiled(keys, p, lr))
     folder = tempfile.mkdtemp(prefix="step_trace_")

@@ -34,6 +34,7 @@ __all__ = [
     "Schedule",
     "train_run",
     "train_many",
+    "trainer",
     "select_lr",
     "run_keys",
     "default_group",
@@ -262,7 +263,7 @@ DIAGNOSTIC_POINTS = 256  # test points the gradient cosine is measured on, at ea
 
 
 def train_run(
-    key, p, lr, *, model: ModelConfig, spec: TaskSpec, cfg: TrainConfig, objective: str = "equal"
+    key, p, lr, *, model: ModelConfig, task: TaskSpec, cfg: TrainConfig, objective: str = "equal"
 ) -> dict:
     """Train one run. Pure: the same (key, p, lr) gives the same numbers.
 
@@ -271,7 +272,7 @@ def train_run(
       p: task-weight cosine (traced): a scalar, or a ``(K, K)`` cosine matrix.
       lr: scalar Adam learning rate (traced).
       model: architecture and sizes.
-      spec: generator constants.
+      task: generator constants (a :class:`datagen.TaskSpec`).
       cfg: training configuration.
       objective: a registered training objective (:mod:`benchmark.objectives`), by name
         (its paper defaults) or as an instance (``objectives.get(name, **hyper)``);
@@ -286,8 +287,8 @@ def train_run(
     """
     k_w, k_test, k_train, k_init = jax.random.split(key, 4)
     net = model.build(cfg.n_tasks)
-    w = task_weights(k_w, spec, p, cfg.n_tasks)
-    x_test, y_test = sample(k_test, spec, cfg.n_test, w)
+    w = task_weights(k_w, task, p, cfg.n_tasks)
+    x_test, y_test = sample(k_test, task, cfg.n_test, w)
     params = net.init(k_init, x_test[:1])
     if cfg.schedule is None:
         rate = lambda count: lr  # noqa: E731
@@ -298,10 +299,10 @@ def train_run(
     if cfg.n_train is None:
 
         def batch(step):
-            return sample(jax.random.fold_in(k_train, step), spec, cfg.batch_size, w)
+            return sample(jax.random.fold_in(k_train, step), task, cfg.batch_size, w)
 
     else:
-        x_train, y_train = sample(k_train, spec, cfg.n_train, w)
+        x_train, y_train = sample(k_train, task, cfg.n_train, w)
 
         def batch(step):
             idx = jax.random.randint(
@@ -317,7 +318,7 @@ def train_run(
         preds, _ = net.apply(params, x_test)
         return jnp.mean((preds - y_test) ** 2, axis=0)
 
-    mask = objectives.shared_mask_at_init(net, spec.d)  # concrete: the architecture's
+    mask = objectives.shared_mask_at_init(net, task.d)  # concrete: the architecture's
     x_diag, y_diag = x_test[:DIAGNOSTIC_POINTS], y_test[:DIAGNOSTIC_POINTS]
 
     obj = objectives.resolve(objective)
@@ -410,9 +411,9 @@ def _grouped(fn, group: int | None):
     return run
 
 
-def _compiled(
+def trainer(
     model: ModelConfig,
-    spec: TaskSpec,
+    task: TaskSpec,
     cfg: TrainConfig,
     n_devices: int,
     group: int | str | None = "auto",
@@ -425,7 +426,7 @@ def _compiled(
     :func:`default_group`); ``R`` must be a multiple of ``n_devices``.
     """
     group = default_group() if group == "auto" else group
-    return _compiled_for(model, spec, cfg, n_devices, group, objective)
+    return _compiled_for(model, task, cfg, n_devices, group, objective)
 
 
 def representation_of(model, obj) -> str:
@@ -456,8 +457,8 @@ def representation_of(model, obj) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_for(model, spec, cfg, n_devices: int, group: int | None, objective: str = "equal"):
-    run = functools.partial(train_run, model=model, spec=spec, cfg=cfg, objective=objective)
+def _compiled_for(model, task, cfg, n_devices: int, group: int | None, objective: str = "equal"):
+    run = functools.partial(train_run, model=model, task=task, cfg=cfg, objective=objective)
     fn = _grouped(run, group)
     options = _compiler_options(objectives.resolve(objective).name)
     if n_devices == 1:
@@ -512,7 +513,7 @@ def train_many(
     lr,
     *,
     model: ModelConfig,
-    spec: TaskSpec,
+    task: TaskSpec,
     cfg: TrainConfig,
     devices: int | None = None,
     group: int | str | None = "auto",
@@ -525,7 +526,7 @@ def train_many(
       p: task-weight cosines: a scalar ``p`` in [-1, 1] or ``(R,)`` of them (every pair of
         tasks has cosine ``p``), or a ``(K, K)`` cosine matrix or ``(R, K, K)`` of them.
       lr: scalar or ``(R,)`` learning rates > 0.
-      model, spec, cfg: as in :func:`train_run`.
+      model, task, cfg: as in :func:`train_run`.
       devices: how many of this process's devices (``jax.local_devices()``) to shard the
         runs over (default: all). Under ``jax.distributed`` each process trains its own
         runs on its own devices; see the README, "Scaling out".
@@ -545,7 +546,7 @@ def train_many(
     lr = np.broadcast_to(np.asarray(lr, np.float32), (n_runs,))
     for value in np.unique(p.reshape(n_runs, -1), axis=0):
         corr = value.reshape(p.shape[1:]) if matrix else float(value[0])
-        validate_correlation(corr, n_tasks=cfg.n_tasks, d=spec.d)
+        validate_correlation(corr, n_tasks=cfg.n_tasks, d=task.d)
     if not np.all(np.isfinite(lr) & (lr > 0)):
         raise ValueError(f"learning rate lr must be a finite number > 0, got {np.unique(lr)}")
     model.build(cfg.n_tasks)  # validates the name and sizes before tracing
@@ -556,7 +557,7 @@ def train_many(
     n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
     representation_of(model, objectives.resolve(objective))  # unknown names fail here
-    fn = _compiled(model, spec, cfg, n_dev, group, objective)
+    fn = trainer(model, task, cfg, n_dev, group, objective)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, p, lr))
     wall = time.perf_counter() - t0
@@ -569,7 +570,7 @@ def select_lr(
     p: float,
     *,
     model: ModelConfig,
-    spec: TaskSpec,
+    task: TaskSpec,
     cfg: TrainConfig,
     grid=LR_GRID,
     n_runs: int = 4,
@@ -591,7 +592,7 @@ def select_lr(
     keys = run_keys(seed, n_runs)
     all_keys = jnp.concatenate([keys] * len(grid))
     lrs = np.repeat(np.asarray(grid, np.float32), n_runs)
-    out = train_many(all_keys, p, lrs, model=model, spec=spec, cfg=cfg, objective=objective)
+    out = train_many(all_keys, p, lrs, model=model, task=task, cfg=cfg, objective=objective)
     ok = ~out["diverged"].reshape(len(grid), n_runs)  # (grid, runs)
     final = out["final"].reshape(len(grid), n_runs, -1)
     scores, n_diverged = {}, {}

@@ -371,7 +371,7 @@ def _lr_for(spec: RunSpec, root: Path) -> float:
     best, scores = select_lr(
         spec.corr_array(),
         model=spec.model,
-        spec=spec.task,
+        task=spec.task,
         cfg=spec.train,
         grid=rule.grid,
         n_runs=rule.n_runs,

@@ -40,7 +40,7 @@ TOL = {"rtol": 1e-4, "atol": 1e-6}
 
 
 def _train(keys, p, lr, *, model=MODEL, cfg=CFG, devices=1, group="auto"):
-    return train_many(keys, p, lr, model=model, spec=SPEC, cfg=cfg, devices=devices, group=group)
+    return train_many(keys, p, lr, model=model, task=SPEC, cfg=cfg, devices=devices, group=group)
 
 
 def _runs(out, runs):
@@ -190,7 +190,7 @@ def fixed():
 
 def test_new_p_and_lr_do_not_recompile(fixed):
     first, first_events = fixed
-    fn = engine._compiled(FIXED_MODEL, SPEC, FIXED_CFG, 1)
+    fn = engine.trainer(FIXED_MODEL, SPEC, FIXED_CFG, 1)
     # The detectors saw the first compilation (so they can see a second one).
     assert _TRACE in first_events and _COMPILE in first_events
     assert fn._cache_size() == 1
@@ -234,10 +234,10 @@ assert jax.device_count() == 2, jax.devices()
 spec = get_preset("kdd18", d={d})
 model = ModelConfig.of("mmoe")
 cfg = TrainConfig(**{cfg})
-out4 = train_many(run_keys(0, 4), {p4}, {lr4}, model=model, spec=spec, cfg=cfg)
-out3 = train_many(run_keys(0, 3), {p3}, {lr3}, model=model, spec=spec, cfg=cfg)
+out4 = train_many(run_keys(0, 4), {p4}, {lr4}, model=model, task=spec, cfg=cfg)
+out3 = train_many(run_keys(0, 3), {p3}, {lr3}, model=model, task=spec, cfg=cfg)
 # The runs were sharded over both devices.
-fn = engine._compiled(model, spec, cfg, 2)
+fn = engine.trainer(model, spec, cfg, 2)
 raw = fn(run_keys(0, 4), np.float32({p4}), np.float32({lr4}))
 assert len(raw["final"].sharding.device_set) == 2, raw["final"].sharding
 for tag, out in (("4", out4), ("3", out3)):
@@ -279,7 +279,7 @@ from benchmark.models import ModelConfig
 from datagen import _cpu_rng, get_preset, sample, task_weights
 assert not _cpu_rng.installed()
 spec = get_preset("kdd18", d=8)
-out = train_many(run_keys(0, 3), {p3}, {lr3}, model=ModelConfig.of("mmoe"), spec=spec,
+out = train_many(run_keys(0, 3), {p3}, {lr3}, model=ModelConfig.of("mmoe"), task=spec,
                  cfg=TrainConfig(**{cfg}), devices=1)
 key = jax.random.key(5)
 x, y = sample(key, spec, 300, task_weights(key, spec, 0.3))
@@ -386,7 +386,7 @@ def test_input_dimension_below_task_count():
     cfg = dataclasses.replace(CFG, n_tasks=3)
     with pytest.raises(ValueError, match=r"\bd\b"):
         train_many(
-            run_keys(0, 1), 0.5, 1e-2, model=MODEL, spec=SPEC.replace(d=2), cfg=cfg, devices=1
+            run_keys(0, 1), 0.5, 1e-2, model=MODEL, task=SPEC.replace(d=2), cfg=cfg, devices=1
         )
 
 
@@ -422,7 +422,7 @@ def test_fixed_training_set_regime_three_tasks_ungated(fixed):
 
 def test_select_lr_picks_a_grid_value():
     grid = (1e-3, 1e-2, 3e-2)  # 3 values x 1 run: the shared compiled shape
-    best, scores = select_lr(0.5, model=MODEL, spec=SPEC, cfg=CFG, grid=grid, n_runs=1)
+    best, scores = select_lr(0.5, model=MODEL, task=SPEC, cfg=CFG, grid=grid, n_runs=1)
     assert best in grid
     assert sorted(scores) == sorted(grid)
     assert all(math.isfinite(v) and v > 0 for v in scores.values())
@@ -431,7 +431,7 @@ def test_select_lr_picks_a_grid_value():
 
 def test_select_lr_counts_divergence_as_infinite():
     grid = (1e-2, 1e8, 1e-3)
-    best, scores = select_lr(0.5, model=MODEL, spec=SPEC, cfg=CFG, grid=grid, n_runs=1)
+    best, scores = select_lr(0.5, model=MODEL, task=SPEC, cfg=CFG, grid=grid, n_runs=1)
     assert scores[1e8] == math.inf
     assert best != 1e8 and best in grid
 

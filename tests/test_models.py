@@ -196,7 +196,7 @@ def _train_many_unoptimized(name, n_runs, p, lr, *, spec, cfg):
     architectures (PLE alone ~30 s); level 0 takes about a third of that, and whether the
     loss falls does not depend on it.
     """
-    fn = engine._compiled(ModelConfig.of(name), spec, cfg, 1)
+    fn = engine.trainer(ModelConfig.of(name), spec, cfg, 1)
     keys = run_keys(0, n_runs)
     p = jnp.full((n_runs,), p, jnp.float32)
     lr = jnp.full((n_runs,), lr, jnp.float32)

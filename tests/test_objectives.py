@@ -543,7 +543,7 @@ def test_mgda_ub_trains_in_the_engine():
     from datagen import get_preset
 
     cfg = TrainConfig(steps=6, batch_size=8, eval_every=6, n_test=16)
-    kw = dict(spec=get_preset("kdd18"), cfg=cfg, objective="mgda_ub")
+    kw = dict(task=get_preset("kdd18"), cfg=cfg, objective="mgda_ub")
     for name in ("shared_bottom", "mmoe"):
         out = train_many(run_keys(0, 2), 0.5, 1e-2, model=ModelConfig.of(name), **kw)
         assert np.all(np.isfinite(out["final"]))
@@ -751,7 +751,7 @@ def test_the_engine_trains_an_objective_instance_with_its_hyper_parameters():
     from datagen import get_preset
 
     cfg = TrainConfig(steps=6, batch_size=8, eval_every=6, n_test=16)
-    kw = dict(model=ModelConfig.of("shared_bottom"), spec=get_preset("kdd18"), cfg=cfg)
+    kw = dict(model=ModelConfig.of("shared_bottom"), task=get_preset("kdd18"), cfg=cfg)
     keys = run_keys(0, 2)
     by_name = train_many(keys, 0.5, 1e-2, objective="uncertainty", **kw)["final"]
     same = train_many(keys, 0.5, 1e-2, objective=objectives.get("uncertainty"), **kw)["final"]

@@ -60,12 +60,12 @@ def test_a_schedule_trains_and_the_peak_lr_does_not_recompile():
     cfg = TrainConfig(steps=20, batch_size=8, eval_every=10, n_test=32, schedule=Schedule())
     spec, model = get_preset("kdd18", d=8), ModelConfig.of("shared_bottom")
     keys = run_keys(0, 2)
-    a = train_many(keys, 0.5, 3e-3, model=model, spec=spec, cfg=cfg, devices=1)
-    b = train_many(keys, 0.5, 1e-2, model=model, spec=spec, cfg=cfg, devices=1)
+    a = train_many(keys, 0.5, 3e-3, model=model, task=spec, cfg=cfg, devices=1)
+    b = train_many(keys, 0.5, 1e-2, model=model, task=spec, cfg=cfg, devices=1)
     const = dataclasses.replace(cfg, schedule=None)
-    c = train_many(keys, 0.5, 3e-3, model=model, spec=spec, cfg=const, devices=1)
+    c = train_many(keys, 0.5, 3e-3, model=model, task=spec, cfg=const, devices=1)
     assert np.all(np.isfinite(a["final"])) and not np.allclose(a["final"], b["final"])
     assert not np.allclose(a["final"], c["final"])  # the decay changes the last steps
     np.testing.assert_array_equal(a["curves"][:, 1], c["curves"][:, 1])  # same until decay
-    fn = engine._compiled(model, spec, cfg, 1)
+    fn = engine.trainer(model, spec, cfg, 1)
     assert fn._cache_size() == 1
