@@ -16,13 +16,14 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from datagen import TaskSpec, sample, task_weights, validate_correlation
+from datagen import TaskSpec, sample, sample_at, task_weights, validate_correlation
 
 from . import objectives
 from .models import ModelConfig
@@ -36,6 +37,10 @@ __all__ = [
     "train_many",
     "trainer",
     "select_lr",
+    "check",
+    "early_stopped",
+    "run_data",
+    "RunKeys",
     "run_keys",
     "default_group",
     "LR_GRID",
@@ -61,6 +66,7 @@ CPU_GROUP = 10
 
 
 SCHEDULES = ("constant", "wsd", "cosine")
+MAX_TRAIN = 2**31 - 1  # the largest training set: its indices are int32 draws
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +120,15 @@ class TrainConfig:
       batch_size: samples per step.
       eval_every: steps between two test evaluations.
       n_test: held-out samples per run, drawn with the run's task weights.
-      n_train: size of a fixed training set per run, or None for an endless stream of
-        fresh samples at every step (the paper's "repeat until enough data").
+      n_train: size of a fixed training set per run, from 1 to 2**31 - 1, or None for an
+        endless stream of fresh samples at every step (the paper's "repeat until enough
+        data"). Each step draws its batch uniformly *with replacement* from the set, whose
+        points are regenerated from their index (:func:`run_data`): any size costs what
+        the stream costs.
+      n_val: size of a held-out validation set per run (0: none). The validation MSE is
+        recorded at every evaluation, and each task's test MSE at its lowest validation
+        MSE is kept (early stopping, :func:`early_stopped`). 0 is left out of
+        :meth:`to_dict`, so specs without one hash as before.
       n_tasks: K.
       schedule: the learning rate's shape over training (:class:`Schedule`), or None for
         a constant learning rate. None is left out of :meth:`to_dict`, so specs without a
@@ -129,6 +142,7 @@ class TrainConfig:
     n_train: int | None = None
     n_tasks: int = 2
     schedule: Schedule | None = None
+    n_val: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "n_test", "n_tasks"):
@@ -139,10 +153,13 @@ class TrainConfig:
             raise ValueError(
                 f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})"
             )
+        if not isinstance(self.n_val, int) or isinstance(self.n_val, bool) or self.n_val < 0:
+            raise ValueError(f"n_val must be an integer >= 0, got {self.n_val!r}")
         if self.n_train is not None:
-            if not isinstance(self.n_train, int) or self.n_train < 1:
+            if not isinstance(self.n_train, int) or not 1 <= self.n_train <= MAX_TRAIN:
                 raise ValueError(
-                    f"n_train must be a positive integer or None, got {self.n_train!r}"
+                    f"n_train must be an integer in [1, {MAX_TRAIN}] or None (the stream), "
+                    f"got {self.n_train!r}"
                 )
             if self.batch_size > self.n_train:
                 raise ValueError(
@@ -162,6 +179,8 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         if self.schedule is None:
             out.pop("schedule")
+        if not self.n_val:
+            out.pop("n_val")
         return out
 
 
@@ -225,9 +244,9 @@ def _adam_update(params, state, grads, rate):
     return params, (count + 1, mu, nu)
 
 
-def _diagnostics(net, params, x, y, mask, n_tasks: int) -> dict:
-    """End-of-block diagnostics that do not touch training: the tasks' gradient cosine on
-    the shared parameters (mean over task pairs; NaN if nothing is shared)."""
+def _grad_cosine(net, params, x, y, mask, n_tasks: int):
+    """The tasks' gradient cosine on the shared parameters (mean over task pairs; NaN if
+    nothing is shared), on the points ``x (n, d)``, ``y (n, K)``."""
     _, grads = objectives.task_grads(objectives.per_task_mse(net), params, x, y)
     g = objectives.gram(grads, mask)  # (K, K)
     norm = jnp.sqrt(jnp.maximum(jnp.diag(g), 1e-30))
@@ -262,13 +281,143 @@ def _expert_cosine(net, params, x) -> jax.Array:
 DIAGNOSTIC_POINTS = 256  # test points the gradient cosine is measured on, at each evaluation
 
 
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+    """A run's independent PRNG streams, each drawn from the run's key.
+
+    The first four are ``jax.random.split(key, 4)``; the others ``fold_in(key, i)`` with an
+    index of their own, so adding a stream never moves an existing one.
+    """
+
+    weights: jax.Array  # the task weights (u vectors)
+    test: jax.Array  # the held-out test set
+    train: jax.Array  # the training stream, or the training set's sequence of points
+    init: jax.Array  # the parameter initialisation
+    objective: jax.Array  # the objective's randomness (PCGrad's order, RLW's weights)
+    val: jax.Array  # the validation set
+
+    @classmethod
+    def of(cls, key) -> RunKeys:
+        k_w, k_test, k_train, k_init = jax.random.split(key, 4)
+        fold = functools.partial(jax.random.fold_in, key)
+        return cls(k_w, k_test, k_train, k_init, fold(5), fold(7))
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """A run's data: a training batch per step, and its held-out sets.
+
+    Attributes:
+      batch: ``batch(step) -> (x (B, d), y (B, K))``: the stream's fresh points, or
+        ``B`` points drawn with replacement from the training set's ``n_train``.
+      x_test, y_test: ``(n_test, d)``, ``(n_test, K)``.
+      x_val, y_val: ``(n_val, d)``, ``(n_val, K)``; None when ``n_val`` is 0.
+    """
+
+    batch: Callable
+    x_test: jax.Array
+    y_test: jax.Array
+    x_val: jax.Array | None
+    y_val: jax.Array | None
+
+
+def run_data(keys: RunKeys, task: TaskSpec, cfg: TrainConfig, w) -> Data:
+    """The data of a run with task weights ``w (d, K)`` (see :class:`Data`).
+
+    A finite training set is the points ``0 .. n_train - 1`` of the sequence that the
+    run's ``train`` key defines (:func:`datagen.sample_at`): each step draws ``B`` indices
+    uniformly with replacement and regenerates those points, so a set of any size costs
+    what the stream costs and is held by no array.
+    """
+    x_test, y_test = sample(keys.test, task, cfg.n_test, w)
+    x_val = y_val = None
+    if cfg.n_val:
+        x_val, y_val = sample(keys.val, task, cfg.n_val, w)
+    if cfg.n_train is None:
+
+        def batch(step):
+            return sample(jax.random.fold_in(keys.train, step), task, cfg.batch_size, w)
+
+    else:
+
+        def batch(step):
+            k = jax.random.fold_in(keys.train, step)
+            idx = jax.random.randint(k, (cfg.batch_size,), 0, cfg.n_train)
+            return sample_at(keys.train, task, idx, w)
+
+    return Data(batch, x_test, y_test, x_val, y_val)
+
+
+def _learning_rate(lr, cfg: TrainConfig) -> Callable:
+    """``rate(count)``: the learning rate of the 0-based step ``count``."""
+    if cfg.schedule is None:
+        return lambda count: lr
+    return lambda count: lr * cfg.schedule.factor(count, cfg.steps)
+
+
+def _step_fn(net, model: ModelConfig, obj, batch, rate, mask, k_obj) -> Callable:
+    """One training step, ``step((params, opt_state, obj_state), i) -> (carry, None)``:
+    the objective's direction on batch ``i`` (:func:`objectives.direction`, one path per
+    kind of objective), then Adam."""
+    loss_k = objectives.per_task_mse(net)
+    rep_fn = None
+    if obj.needs_representation:
+        rep_fn = objectives.representation_losses(net, get_arch(model.name).representation)
+
+    def step(carry, i):
+        params, opt_state, st = carry
+        x, y = batch(i)
+        g, _, st, _ = objectives.direction(
+            obj, loss_k, params, x, y, st, jax.random.fold_in(k_obj, i), mask, rep_fn
+        )
+        params, opt_state = _adam_update(params, opt_state, g, rate)
+        if obj.needs_new_losses:
+            st = obj.after_step(st, loss_k(params, x, y))
+        return (params, opt_state, st), None
+
+    return step
+
+
+def _evaluator(net, data: Data, mask, n_tasks: int) -> Callable:
+    """``evaluate(params) -> (test (K,), val (K,), grad_cosine ())``: the test MSE per
+    task, the validation MSE per task (NaN without a validation set), and the tasks'
+    gradient cosine on the first :data:`DIAGNOSTIC_POINTS` test points."""
+    x_diag, y_diag = data.x_test[:DIAGNOSTIC_POINTS], data.y_test[:DIAGNOSTIC_POINTS]
+
+    def mse(params, x, y):
+        preds, _ = net.apply(params, x)
+        return objectives.task_mse(preds, y)
+
+    def evaluate(params):
+        test = mse(params, data.x_test, data.y_test)
+        if data.x_val is None:
+            val = jnp.full((n_tasks,), jnp.nan, test.dtype)
+        else:
+            val = mse(params, data.x_val, data.y_val)
+        return test, val, _grad_cosine(net, params, x_diag, y_diag, mask, n_tasks)
+
+    return evaluate
+
+
+def early_stopped(curves, val_curves):
+    """Per task, the test MSE at the evaluation of lowest validation MSE: ``(best (K,),
+    best_eval (K,) int32)``, the evaluation's index; from ``curves`` and ``val_curves``
+    ``(n_evals, K)``. The first evaluation wins ties; NaN (and index -1) without a
+    validation set."""
+    has_val = jnp.all(jnp.isfinite(val_curves), axis=0)  # (K,)
+    safe = jnp.where(jnp.isfinite(val_curves), val_curves, jnp.inf)
+    idx = jnp.argmin(safe, axis=0)  # (K,)
+    best = jnp.take_along_axis(curves, idx[None], axis=0)[0]
+    return jnp.where(has_val, best, jnp.nan), jnp.where(has_val, idx, -1).astype(jnp.int32)
+
+
 def train_run(
     key, p, lr, *, model: ModelConfig, task: TaskSpec, cfg: TrainConfig, objective: str = "equal"
 ) -> dict:
     """Train one run. Pure: the same (key, p, lr) gives the same numbers.
 
     Args:
-      key: the run's PRNG key.
+      key: the run's PRNG key (its streams: :class:`RunKeys`).
       p: task-weight cosine (traced): a scalar, or a ``(K, K)`` cosine matrix.
       lr: scalar Adam learning rate (traced).
       model: architecture and sizes.
@@ -279,95 +428,39 @@ def train_run(
         ``equal`` is the mean of the task MSEs.
     Returns:
       dict of arrays: ``curves`` (n_evals, K) test MSE per task; ``final`` (K,) test MSE at
-      the end; ``diverged`` () bool; ``grad_cosine`` (n_evals,) the tasks' gradient cosine
-      on the shared parameters at each evaluation (on the first 256 test points);
-      ``expert_cosine`` () the experts' output similarity at the end; ``gate_mean`` (K, E);
-      ``gate_entropy``,
-      ``gate_polarization``, ``expert_utilization`` (K,).
+      the end; ``val_curves`` (n_evals, K) validation MSE (NaN without a validation set);
+      ``best`` (K,) the early-stopped test MSE and ``best_eval`` (K,) its evaluation
+      (:func:`early_stopped`); ``diverged`` () bool; ``grad_cosine`` (n_evals,) the tasks'
+      gradient cosine on the shared parameters at each evaluation (on the first 256 test
+      points); ``expert_cosine`` () the experts' output similarity at the end;
+      ``gate_mean`` (K, E); ``gate_entropy``, ``gate_polarization``,
+      ``expert_utilization`` (K,).
     """
-    k_w, k_test, k_train, k_init = jax.random.split(key, 4)
+    keys = RunKeys.of(key)
     net = model.build(cfg.n_tasks)
-    w = task_weights(k_w, task, p, cfg.n_tasks)
-    x_test, y_test = sample(k_test, task, cfg.n_test, w)
-    params = net.init(k_init, x_test[:1])
-    if cfg.schedule is None:
-        rate = lambda count: lr  # noqa: E731
-    else:
-        rate = lambda count: lr * cfg.schedule.factor(count, cfg.steps)  # noqa: E731
-    opt_state = _adam_init(params)
-
-    if cfg.n_train is None:
-
-        def batch(step):
-            return sample(jax.random.fold_in(k_train, step), task, cfg.batch_size, w)
-
-    else:
-        x_train, y_train = sample(k_train, task, cfg.n_train, w)
-
-        def batch(step):
-            idx = jax.random.randint(
-                jax.random.fold_in(k_train, step), (cfg.batch_size,), 0, cfg.n_train
-            )
-            return x_train[idx], y_train[idx]
-
-    def loss_fn(params, x, y):
-        preds, _ = net.apply(params, x)
-        return jnp.mean((preds - y) ** 2)
-
-    def test_mse(params):
-        preds, _ = net.apply(params, x_test)
-        return jnp.mean((preds - y_test) ** 2, axis=0)
-
-    mask = objectives.shared_mask_at_init(net, task.d)  # concrete: the architecture's
-    x_diag, y_diag = x_test[:DIAGNOSTIC_POINTS], y_test[:DIAGNOSTIC_POINTS]
-
+    data = run_data(keys, task, cfg, task_weights(keys.weights, task, p, cfg.n_tasks))
+    params = net.init(keys.init, data.x_test[:1])
     obj = objectives.resolve(objective)
-    if obj.name == "equal":  # the mean of the task MSEs, one backward pass
-
-        def step(carry, i):
-            params, opt_state, st = carry
-            x, y = batch(i)
-            grads = jax.grad(loss_fn)(params, x, y)
-            return (*_adam_update(params, opt_state, grads, rate), st), None
-
-        obj_state = ()
-    else:
-        loss_k = objectives.per_task_mse(net)
-        k_obj = jax.random.fold_in(key, 5)  # the objective's stream (PCGrad's order, RLW)
-        rep_fn = None
-        if obj.needs_representation:
-            rep_fn = objectives.representation_losses(net, representation_of(model, obj))
-
-        def step(carry, i):
-            params, opt_state, st = carry
-            x, y = batch(i)
-            g, _, st, _ = objectives.direction(
-                obj, loss_k, params, x, y, st, jax.random.fold_in(k_obj, i), mask, rep_fn
-            )
-            params, opt_state = _adam_update(params, opt_state, g, rate)
-            if obj.needs_new_losses:
-                st = obj.after_step(st, loss_k(params, x, y))
-            return (params, opt_state, st), None
-
-        obj_state = obj.init(cfg.n_tasks)
-
-    def evaluate(params):
-        diag = _diagnostics(net, params, x_diag, y_diag, mask, cfg.n_tasks)
-        return test_mse(params), diag
+    mask = objectives.shared_mask_at_init(net, task.d)  # concrete: the architecture's
+    step = _step_fn(net, model, obj, data.batch, _learning_rate(lr, cfg), mask, keys.objective)
+    evaluate = _evaluator(net, data, mask, cfg.n_tasks)
 
     def block(carry, b):
         carry, _ = jax.lax.scan(step, carry, b * cfg.eval_every + jnp.arange(cfg.eval_every))
         return carry, evaluate(carry[0])
 
     initial = evaluate(params)
-    carry = (params, opt_state, obj_state)
-    (params, _, _), (curve, cos) = jax.lax.scan(block, carry, jnp.arange(cfg.n_evals - 1))
-    curves = jnp.concatenate([initial[0][None], curve], axis=0)
+    carry = (params, _adam_init(params), obj.init(cfg.n_tasks))
+    (params, _, _), evals = jax.lax.scan(block, carry, jnp.arange(cfg.n_evals - 1))
+    curves, val_curves, cos = (
+        jnp.concatenate([a[None], b], axis=0) for a, b in zip(initial, evals, strict=True)
+    )
     final = curves[-1]
-    _, gates = net.apply(params, x_test)
-    out = {"curves": curves, "final": final}
-    out["grad_cosine"] = jnp.concatenate([initial[1][None], cos])
-    out["expert_cosine"] = _expert_cosine(net, params, x_test)
+    _, gates = net.apply(params, data.x_test)
+    out = {"curves": curves, "final": final, "val_curves": val_curves}
+    out["best"], out["best_eval"] = early_stopped(curves, val_curves)
+    out["grad_cosine"] = cos
+    out["expert_cosine"] = _expert_cosine(net, params, data.x_test)
     out["diverged"] = ~(jnp.all(jnp.isfinite(curves)) & jnp.all(jnp.isfinite(final)))
     out.update(_gate_stats(gates, cfg.n_tasks))
     return out
@@ -429,12 +522,19 @@ def trainer(
     return _compiled_for(model, task, cfg, n_devices, group, objective)
 
 
-def representation_of(model, obj) -> str:
-    """The architecture's registered shared representation, where ``obj`` needs one
-    (else ""); a ValueError names the architectures that have one, or says that the
-    registered submodule does not exist (checked by tracing shapes only)."""
+def check(model: ModelConfig, cfg: TrainConfig, objective="equal"):
+    """Validate that ``model`` trains ``cfg.n_tasks`` tasks under ``objective``, the one
+    compatibility check of the project (the run spec, ``train_many`` and ``bench`` call it).
+
+    Builds the network once: a ValueError names a bad architecture name or size, an
+    unknown objective, or an objective that needs a registered shared representation
+    (MGDA-UB) on an architecture without one (or whose registered submodule does not
+    exist: checked by tracing shapes only). Returns the resolved objective.
+    """
+    net = model.build(cfg.n_tasks)  # validates the name and sizes
+    obj = objectives.resolve(objective)  # unknown names fail here
     if not obj.needs_representation:
-        return ""
+        return obj
     rep = get_arch(model.name).representation
     if not rep:
         having = [n for n in arch_names() if get_arch(n).representation]
@@ -442,25 +542,25 @@ def representation_of(model, obj) -> str:
             f"objective {obj.name} needs an architecture with a registered shared "
             f"representation ({', '.join(having)}); {model.name} has none"
         )
-    net = model.build(2)
     x = jnp.zeros((2, 4), jnp.float32)
+    y = jnp.zeros((2, cfg.n_tasks), jnp.float32)
 
     def losses():
         params = net.init(jax.random.key(0), x)
-        return objectives.representation_losses(net, rep)(params, x, jnp.zeros((2, 2)), None)
+        return objectives.representation_losses(net, rep)(params, x, y, None)
 
     try:
         jax.eval_shape(losses)
     except ValueError as e:
         raise ValueError(f"architecture {model.name}: representation={rep!r}: {e}") from None
-    return rep
+    return obj
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_for(model, task, cfg, n_devices: int, group: int | None, objective: str = "equal"):
     run = functools.partial(train_run, model=model, task=task, cfg=cfg, objective=objective)
     fn = _grouped(run, group)
-    options = _compiler_options(objectives.resolve(objective).name)
+    options = _compiler_options(objectives.resolve(objective))
     if n_devices == 1:
         return jax.jit(fn, compiler_options=options)
     mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("runs",))
@@ -472,16 +572,18 @@ def _compiled_for(model, task, cfg, n_devices: int, group: int | None, objective
     )
 
 
-def _compiler_options(objective: str) -> dict | None:
-    """XLA options of a trainer: None (XLA's defaults) for the equal-weight step.
+def _compiler_options(obj) -> dict | None:
+    """XLA options of a trainer for objective ``obj``: None (XLA's defaults) off a CPU and
+    where ``obj.xla_cpu_defaults``.
 
     On a CPU, the objectives' per-task-gradient helpers (``gram``, ``combine``: K x n
     multiply-reductions per leaf) run slower as YNNPACK reduce fusions than as XLA's own
     loops (docs/objectives.md, "Cost"), so their trainers keep XLA's YNNPACK fusions to
-    single dots (its default list less the reductions). The equal-weight step keeps the
-    defaults: its numbers stay those of every stored result.
+    single dots (its default list less the reductions). An objective that declares
+    ``xla_cpu_defaults`` (equal weights) keeps the defaults: its numbers stay those of
+    every stored result.
     """
-    if objective == "equal" or jax.default_backend() != "cpu":
+    if obj.xla_cpu_defaults or jax.default_backend() != "cpu":
         return None
     return _ynn_dots_only()
 
@@ -549,14 +651,13 @@ def train_many(
         validate_correlation(corr, n_tasks=cfg.n_tasks, d=task.d)
     if not np.all(np.isfinite(lr) & (lr > 0)):
         raise ValueError(f"learning rate lr must be a finite number > 0, got {np.unique(lr)}")
-    model.build(cfg.n_tasks)  # validates the name and sizes before tracing
+    check(model, cfg, objective)  # the name, the sizes and the objective, before tracing
     if devices is not None and (not isinstance(devices, int) or devices < 1):
         raise ValueError(f"devices must be a positive integer or None, got {devices!r}")
     if group not in (None, "auto") and (not isinstance(group, int) or group < 1):
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
     n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
-    representation_of(model, objectives.resolve(objective))  # unknown names fail here
     fn = trainer(model, task, cfg, n_dev, group, objective)
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(keys, p, lr))

@@ -63,7 +63,15 @@ ARRAY_KEYS = (
 OPTIONAL_KEYS = {
     "grad_cosine": lambda a: np.full(a["curves"].shape[:2], np.nan, np.float32),
     "expert_cosine": lambda a: np.full(a["curves"].shape[:1], np.nan, np.float32),
+    "val_curves": lambda a: np.full(a["curves"].shape, np.nan, np.float32),
+    "best": lambda a: np.full(a["final"].shape, np.nan, np.float32),
+    "best_eval": lambda a: np.full(a["final"].shape, -1, np.int32),
 }
+
+
+# The model-selection rules a figure or claim reads: the test MSE at the end of training,
+# or each task's test MSE at its lowest validation MSE (early stopping).
+SELECTIONS = ("final", "best")
 
 
 class ResultsError(ValueError):
@@ -682,6 +690,18 @@ class CellResult:
         """(runs, K) final test MSE; NaN for diverged runs."""
         return self.arrays["final"]
 
+    @property
+    def best(self) -> np.ndarray:
+        """(runs, K) early-stopped test MSE: each task's test MSE at its lowest validation
+        MSE; NaN for diverged runs and for cells trained without a validation set."""
+        return self.arrays["best"]
+
+    def loss(self, selection: str) -> np.ndarray:
+        """(runs, K) test MSE by model-selection rule: ``"final"`` or ``"best"``."""
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        return self.arrays[selection]
+
 
 @dataclasses.dataclass
 class Results:
@@ -722,7 +742,7 @@ class Results:
 def _apply_divergence_rule(arrays: dict) -> dict:
     bad = arrays["diverged"].astype(bool)
     out = dict(arrays)
-    for k in ("final", "curves"):
+    for k in ("final", "curves", "best", "val_curves"):
         a = arrays[k].astype(np.float64)
         a[bad] = np.nan
         out[k] = a

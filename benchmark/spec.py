@@ -106,11 +106,9 @@ class RunSpec:
             raise ValueError(
                 f"objective must be one of: {', '.join(objectives.names())}; got {self.objective!r}"
             )
-        obj = objectives.resolve(self.objective)  # an instance must be a registered objective
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        self.model.build(self.train.n_tasks)  # validates the name and sizes
-        engine.representation_of(self.model, obj)  # MGDA-UB needs a representation
+        engine.check(self.model, self.train, self.objective)  # the sizes, the objective
 
     @property
     def objective_name(self) -> str:

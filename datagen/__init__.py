@@ -5,6 +5,7 @@ Public API::
     spec = get_preset("kdd18")                      # or TaskSpec(d=..., alpha=..., ...)
     w = task_weights(key_w, spec, 0.5)              # (d, K), exact cosines
     x, y = sample(key_x, spec, n, w)                # (n, d), (n, K)
+    x, y = sample_at(key_x, spec, index, w)         # (B, d), (B, K): points by index
 """
 
 from . import _cpu_rng
@@ -13,6 +14,7 @@ from .core import (
     label_correlation,
     label_moments,
     sample,
+    sample_at,
     task_weights,
     validate_correlation,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "preset_names",
     "task_weights",
     "sample",
+    "sample_at",
     "label_correlation",
     "label_moments",
     "validate_correlation",

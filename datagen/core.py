@@ -44,6 +44,7 @@ __all__ = [
     "task_weights",
     "labels",
     "sample",
+    "sample_at",
     "label_moments",
     "label_correlation",
 ]
@@ -234,10 +235,15 @@ def labels(key, x, w, spec: TaskSpec):
     Returns:
       ``(n, K)`` labels.
     """
+    return _labels(x, w, spec, lambda shape: _normal(key, shape))
+
+
+def _labels(x, w, spec: TaskSpec, noise):
+    """:func:`labels` with the ``(n, K)`` standard normal noise drawn by ``noise(shape)``."""
     z = x @ w
     # The sinusoids and the noise are summed in one reduction: XLA materialises its result
     # once, instead of recomputing the noise and the sinusoids inside every consumer of y.
-    terms = [spec.noise_std * _normal(key, z.shape)[..., None]]
+    terms = [spec.noise_std * noise(z.shape)[..., None]]
     if spec.m:
         alpha = jnp.asarray(spec.alpha, jnp.float32)
         beta = jnp.asarray(spec.beta, jnp.float32)
@@ -265,6 +271,28 @@ def sample(key, spec: TaskSpec, n: int, w):
     return x, labels(ke, x, w, spec)
 
 
+def sample_at(key, spec: TaskSpec, index, w):
+    """The points ``index`` of the endless sequence of labelled points that ``key`` defines.
+
+    Point ``i`` is a pure function of ``(key, i)``: the same wherever and however often it
+    is drawn, so a training set of ``n`` points is the indices ``0 .. n - 1``, held by no
+    array, and a batch of it costs what a batch of fresh points costs (the same number of
+    threefry blocks: point ``i``'s values use the counters ``(i, 0 .. d - 1)``).
+
+    Args:
+      key: PRNG key of the sequence.
+      spec: generator constants.
+      index: ``(B,)`` integer indices in ``[0, 2**32)`` (traced).
+      w: ``(d, K)`` task weights.
+    Returns:
+      ``(x, y)`` of shapes ``(B, d)`` and ``(B, K)``.
+    """
+    kx, ke = jax.random.split(key)
+    rows = jnp.asarray(index).astype(jnp.uint32)
+    x = _normal_rows(kx, rows, spec.d)
+    return x, _labels(x, w, spec, lambda shape: _normal_rows(ke, rows, shape[-1]))
+
+
 # Taylor coefficients of cos(a) = sum_i c_i a^(2i), i = 0..6: on [0, pi/2] the truncation
 # error is below (pi/2)^14 / 14! = 3.4e-9, under float32 rounding.
 _COS_COEFFS = tuple((-1.0) ** i / math.factorial(2 * i) for i in range(7))
@@ -288,9 +316,28 @@ def _normal(key, shape):
     if _threefry2x32_p is None or data.shape != (2,):
         return jax.random.normal(key, shape, jnp.float32)
     n = math.prod(shape)
-    y1, y2 = _threefry2x32_p.bind(
-        data[0], data[1], jnp.zeros((n,), jnp.uint32), jax.lax.iota(jnp.uint32, n)
-    )
+    return _box_muller(data, jnp.zeros((n,), jnp.uint32), jax.lax.iota(jnp.uint32, n), shape)
+
+
+def _normal_rows(key, rows, width: int):
+    """``(B, width)`` standard normals, row ``r`` a function of ``(key, rows[r])`` only:
+    value ``(r, j)`` is :func:`_normal`'s transform of the threefry block at the counter
+    ``(rows[r], j)``. ``rows``: ``(B,)`` uint32."""
+    data = jax.random.key_data(key)
+    shape = (rows.shape[0], int(width))
+    if _threefry2x32_p is None or data.shape != (2,):
+        return jax.vmap(
+            lambda r: jax.random.normal(jax.random.fold_in(key, r), shape[1:], jnp.float32)
+        )(rows)
+    hi = jnp.broadcast_to(rows[:, None], shape).reshape(-1)
+    lo = jnp.broadcast_to(jax.lax.iota(jnp.uint32, shape[1])[None, :], shape).reshape(-1)
+    return _box_muller(data, hi, lo, shape)
+
+
+def _box_muller(data, hi, lo, shape):
+    """Standard normals of ``shape`` from the threefry2x32 blocks of key words ``data``
+    at the counters ``(hi, lo)`` (each ``(prod(shape),)`` uint32); see :func:`_normal`."""
+    y1, y2 = _threefry2x32_p.bind(data[0], data[1], hi, lo)
     u = ((y1 >> 8).astype(jnp.int32).astype(jnp.float32) + 0.5) * np.float32(2.0**-24)
     radius = jnp.sqrt(-2.0 * jnp.log(u))
     mantissa = (y2 & jnp.uint32(0x7FFFFF)) | jnp.uint32(0x3F800000)  # [1, 2) as float bits

@@ -528,12 +528,12 @@ def test_mgda_ub_under_jit_and_vmap_matches_eager():
 
 
 def test_a_representation_that_does_not_exist_is_refused(monkeypatch):
-    from benchmark.engine import representation_of
+    from benchmark.engine import TrainConfig, check
 
     wrong = dataclasses.replace(models.get("mmoe"), representation="Experts_0")
     monkeypatch.setitem(models._REGISTRY, "mmoe", wrong)
     with pytest.raises(ValueError, match="mmoe: representation='Experts_0': .*no submodule"):
-        representation_of(ModelConfig.of("mmoe"), objectives.get("mgda_ub"))
+        check(ModelConfig.of("mmoe"), TrainConfig(), objectives.get("mgda_ub"))
 
 
 def test_mgda_ub_trains_in_the_engine():

@@ -64,6 +64,7 @@ __all__ = [
     "get",
     "describe",
     "task_grads",
+    "task_mse",
     "per_task_mse",
     "representation_losses",
     "shared_mask",
@@ -87,6 +88,10 @@ class Objective:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # Whether its trainer compiles with XLA's default CPU fusions; False keeps YNNPACK's
+    # fusions to single dots, faster for the per-task-gradient helpers (the engine's
+    # ``_compiler_options``). Part of how the stored numbers were made.
+    xla_cpu_defaults: ClassVar[bool] = False
 
     @property
     def needs_task_grads(self) -> bool:
@@ -235,15 +240,22 @@ def describe() -> dict:
 # Helpers shared by the objectives and the engine.
 
 
-def per_task_mse(net) -> Callable:
-    """``loss_fn(params, x, y) -> (K,)``: each task's mean squared error over the batch.
+def task_mse(preds, y) -> jax.Array:
+    """Each task's mean squared error, ``(K,)``, of predictions ``preds`` against labels
+    ``y``, both ``(B, K)``: the one definition of the loss, used for training, the
+    objectives, evaluation and ``bench``."""
+    return jnp.mean((preds - y) ** 2, axis=0)
 
-    Its mean over the tasks is the engine's equal-weight loss.
+
+def per_task_mse(net) -> Callable:
+    """``loss_fn(params, x, y) -> (K,)``: each task's :func:`task_mse` on a batch.
+
+    Its mean over the tasks is the equal-weight loss.
     """
 
     def loss_fn(params, x, y):
         preds, _ = net.apply(params, x)
-        return jnp.mean((preds - y) ** 2, axis=0)
+        return task_mse(preds, y)
 
     return loss_fn
 
@@ -279,7 +291,7 @@ def representation_losses(net, module: str) -> Callable:
                 f"{type(net).__name__} has no submodule {module!r} called once: it cannot be "
                 "the shared representation"
             )
-        return jnp.mean((preds - y) ** 2, axis=0), found[0]
+        return task_mse(preds, y), found[0]
 
     return fn
 
