@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from datagen.cli import OneLineParser, creatable_dir, int_in
+
 from .runner import Interrupted, ResultsError
 
 
@@ -171,6 +173,9 @@ def cmd_run(args) -> None:
         raise ValueError("--json goes with --dry-run")
     shard = (0, 1) if args.distributed else parse_shard(args.shard)
     root = Path(args.out) if args.out else Path("results") / profile.name
+    creatable_dir(str(root), "--out")
+    if args.figures and not args.no_figures:
+        creatable_dir(args.figures, "--figures")
     if args.dry_run:
         counts = plan(profile, exps, root, shard, models).counts()
         if args.json:
@@ -298,6 +303,7 @@ def cmd_merge(args) -> None:
     from .runner import merge
 
     profile = get_profile(args.profile)
+    creatable_dir(args.out, "--out")
     res = merge(
         [Path(s) for s in args.sources], Path(args.out), profile, _experiments(args.experiments)
     )
@@ -312,9 +318,10 @@ def cmd_figures(args) -> None:
 
     profile = get_profile(args.profile)
     root = _results_root(args, profile)
+    out = Path(args.figures) if args.figures else figures_dir(profile.name)
+    creatable_dir(str(out), "--figures")
     if not root.is_dir():
         raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
-    out = Path(args.figures) if args.figures else figures_dir(profile.name)
     written = draw(root, out, _every_experiment())
     if args.partial:
         written += draw_partial(root, out, _every_experiment(), profile)
@@ -389,9 +396,8 @@ def _add_profile(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmark", description=__doc__, formatter_class=fmt
-    )
+    # Every subparser is a OneLineParser too: a bad argument is one line, exit status 2.
+    parser = OneLineParser(prog="python -m benchmark", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="architectures, experiments and profiles", formatter_class=fmt)
@@ -429,10 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--coordinator", default=None, help="with --distributed: host:port")
     p.add_argument(
-        "--num-processes", type=int, default=None, help="with --distributed: processes in the job"
+        "--num-processes",
+        type=int_in(1),
+        default=None,
+        help="with --distributed: processes in the job",
     )
     p.add_argument(
-        "--process-id", type=int, default=None, help="with --distributed: this process's index"
+        "--process-id",
+        type=int_in(0),
+        default=None,
+        help="with --distributed: this process's index",
     )
     p.add_argument(
         "--figures",
@@ -545,7 +557,10 @@ def _sigterm_interrupts():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, its one line printed)
+        return e.code if isinstance(e.code, int) else 2
     previous = _sigterm_interrupts()
     try:
         args.func(args)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ MAX_SEED = 2**63 - 1
 INTERRUPTED = "interrupted; no partial output was written"
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """A user error: printed as one line, exit status 2."""
 
 
@@ -74,12 +75,24 @@ def _matrix(text: str) -> np.ndarray:
     return arr
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2), not a usage
+    block; its subparsers are of this class too. ``python -m benchmark`` uses it as well.
+
+    A value that starts with a minus and a digit (``--shard -1/2``, ``--fuse -1``) is a
+    value, never an option, so that the option's own check rejects it by name.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+
+int_in = _int_in  # the integer argument type, shared with ``python -m benchmark``
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -109,7 +122,7 @@ def _writable_file(path: str, param: str) -> Path:
     return out
 
 
-def _creatable_dir(path: str, param: str) -> Path:
+def creatable_dir(path: str, param: str) -> Path:
     """Check that ``path`` is, or can be created as, a writable directory; create nothing."""
     out = Path(path)
     probe = out
@@ -118,6 +131,8 @@ def _creatable_dir(path: str, param: str) -> Path:
             break
         probe = probe.parent
     if not probe.is_dir():
+        if probe == out:
+            raise CliError(f"{param}: {path} exists and is not a directory")
         raise CliError(f"{param}: cannot create directory {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK):
         raise CliError(f"{param}: directory {probe} is not writable")
@@ -179,7 +194,7 @@ def cmd_sample(args) -> None:
 def cmd_corr_curve(args) -> None:
     from .curve import corr_curve, plot_corr_curve, write_curve_csv
 
-    fig_dir = _creatable_dir(args.figure, "--figures") if args.figure else None
+    fig_dir = creatable_dir(args.figure, "--figures") if args.figure else None
     spec = _spec(args)
     t0 = time.perf_counter()
     curve = corr_curve(spec, tuple(args.cosines), trials=args.trials, n=args.n, seed=args.seed)
@@ -270,7 +285,7 @@ def cmd_calibrate(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m datagen", description=__doc__)
+    parser = OneLineParser(prog="python -m datagen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_):

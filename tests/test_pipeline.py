@@ -748,6 +748,26 @@ def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
         (["bench", "--runs", "0"], "--runs must be a positive integer"),
         (["bench", "--groups", "0"], "--groups takes positive integers or 'all', got '0'"),
         (["bench", "--groups", "some"], "--groups takes positive integers or 'all'"),
+        # argparse's own errors: one line too, never the usage block
+        ([], "the following arguments are required: command"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["run", "fig3", "--fuse", "-1"], "argument --fuse: a number of runs >= 0 or auto"),
+        (["run", "fig3", "--fuse", "abc"], "argument --fuse: a number of runs >= 0 or auto"),
+        (["run", "--num-processes", "abc"], "argument --num-processes: must be an integer >= 1"),
+        (["run", "--process-id", "-1"], "argument --process-id: must be an integer >= 0"),
+        (["run", "fig3", "--models"], "argument --models: expected at least one argument"),
+        (["merge", "a"], "the following arguments are required: --out"),
+        (["run", "fig3", "--bogus"], "unrecognized arguments: --bogus"),
+        (["figures", "--bogus"], "unrecognized arguments: --bogus"),
+        (["report", "--bogus"], "unrecognized arguments: --bogus"),
+        (["list", "--bogus"], "unrecognized arguments: --bogus"),
+        (["bench", "--bogus"], "unrecognized arguments: --bogus"),
+        # errors that name their flag
+        (["run", "fig3", "--profile", "smoke", "--shard", "-1/2"], "--shard i/n needs"),
+        (["run", "fig3", "--profile", "smoke", "--dry-run", "--out", "/dev/null"], "--out: /dev"),
+        (["run", "fig3", "--profile", "smoke", "--dry-run", "--figures", "/dev/null"], "--figures"),
+        (["figures", "--figures", "/dev/null"], "--figures: /dev/null exists and is not a"),
+        (["merge", "a", "--out", "/dev/null"], "--out: /dev/null exists and is not a directory"),
     ],
 )
 def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
