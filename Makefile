@@ -32,9 +32,8 @@ format: $(STAMP)
 reproduce: $(STAMP)  ## train every experiment of `run all` (resumes), then figures and report
 	$(PY) -m datagen corr-curve --preset kdd18 --figures $(FIGDIR)
 	$(PY) -m benchmark run all --profile $(PROFILE)
-	$(PY) -m benchmark report --profile $(PROFILE) > results/$(PROFILE)/report.md.part
-	mv results/$(PROFILE)/report.md.part results/$(PROFILE)/report.md
-	@echo "report: results/$(PROFILE)/report.md; figures: $(FIGDIR)"
+	$(PY) -m benchmark report --profile $(PROFILE) --out results/$(PROFILE)/report.md
+	@echo "figures: $(FIGDIR)"
 
 figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 	$(PY) -m datagen figure --figures $(FIGDIR)

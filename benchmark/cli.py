@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from datagen.cli import OneLineParser, creatable_dir, int_in
+from datagen.cli import OneLineParser, creatable_dir, int_in, writable_file
 
 from .runner import Interrupted, ResultsError
 
@@ -342,23 +342,29 @@ def cmd_report(args) -> None:
         time_markdown,
         training_time,
     )
+    from .runner import write_bytes
 
     profile = get_profile(args.profile)
     root = _results_root(args, profile)
+    if args.out:
+        writable_file(args.out, "--out")
     exps = _every_experiment()
     records = build_summary(root, exps)
     claims = check_claims(root, exps)
-    print(f"## Results in {root}\n")
+    parts = [f"## Results in {root}\n"]
     if claims:
-        print("## The papers' claims\n")
-        print(claims_markdown(claims) + "\n")
+        parts += ["## The papers' claims\n", claims_markdown(claims) + "\n"]
     if args.partial and (rows := in_progress(root, exps, profile)):
-        print("## Experiments still training (claims on the stored cells only)\n")
-        print(progress_markdown(rows) + "\n")
-    print("## Training time\n")
-    print(time_markdown(training_time(root, exps)) + "\n")
-    print("## Every cell\n")
-    print(summary_markdown(records))
+        parts.append("## Experiments still training (claims on the stored cells only)\n")
+        parts.append(progress_markdown(rows) + "\n")
+    parts += ["## Training time\n", time_markdown(training_time(root, exps)) + "\n"]
+    parts += ["## Every cell\n", summary_markdown(records)]
+    text = "\n".join(parts) + "\n"
+    if args.out:
+        write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
+        print(f"report: {args.out}")
+    else:
+        sys.stdout.write(text)
 
 
 def cmd_bench(args) -> None:
@@ -506,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also list the experiments still training, with their stored cells and their "
         "claims tested on those cells only",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write the markdown to this file (left alone if it holds the same text) "
+        "instead of printing it (default: print)",
     )
     p.set_defaults(func=cmd_report)
 

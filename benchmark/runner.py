@@ -97,9 +97,21 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+def write_bytes(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically, unless the file holds exactly these bytes
+    already (then it is left alone, its time stamp too). True if it wrote."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    _atomic_write(path, lambda f: f.write(data))
+    return True
+
+
+def write_json(path: Path, obj) -> bool:
+    """Write ``obj`` as indented JSON, atomically, unless the file holds it already."""
+    return write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def write_npz(path: Path, arrays: dict, meta: dict) -> None:
@@ -623,9 +635,31 @@ def assemble(
             "timings": {"train_wall_s_of_its_runs": run_s, "this_invocation_s": wall_s},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json(root / exp.name / "manifest.json", manifest)
+        path = root / exp.name / "manifest.json"
+        if not _same_manifest(path, manifest):  # else keep the run that made it on record
+            write_json(path, manifest)
         written.append(exp.name)
     return written
+
+
+# What a manifest records of the run that wrote it, rather than of its cells.
+PROVENANCE = ("versions", "git_commit", "hardware", "timings", "created")
+
+
+def _same_manifest(path: Path, manifest: dict) -> bool:
+    """Whether the manifest at ``path`` records the same cells, profile and experiment as
+    ``manifest`` (its provenance aside): an invocation that adds nothing rewrites nothing."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not isinstance(stored, dict):
+        return False
+
+    def content(m: dict) -> str:
+        return json.dumps({k: v for k, v in m.items() if k not in PROVENANCE}, sort_keys=True)
+
+    return content(stored) == content(manifest)
 
 
 def _cell_record(cell: Cell, meta: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import json
 import math
 import os
@@ -110,7 +111,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # ----------------------------------------------------------------------------- output files
 
 
-def _writable_file(path: str, param: str) -> Path:
+def writable_file(path: str, param: str) -> Path:
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
@@ -141,11 +142,14 @@ def creatable_dir(path: str, param: str) -> Path:
 
 @contextlib.contextmanager
 def _atomic(path: Path, param: str):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success, and
+    only if it differs from ``path``: a file that holds the same bytes is left alone (its
+    time stamp too), so that redrawing what is stored changes nothing."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if not (path.is_file() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
     except OSError as e:
         raise CliError(f"{param}: cannot write {path}: {e.strerror}") from None
     finally:
@@ -167,7 +171,7 @@ def cmd_sample(args) -> None:
 
     from .core import sample, task_weights, validate_correlation
 
-    out = _writable_file(args.out, "--out")
+    out = writable_file(args.out, "--out")
     spec = _spec(args)
     if args.R is not None:
         corr, k, flag = args.R, args.R.shape[0], "--R"

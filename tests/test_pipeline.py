@@ -817,3 +817,40 @@ def test_profiles_are_consistent():
     assert math.isclose(max(DEFAULT.correlations), 1.0)
     # Sweep cells reuse the paper cells' first chunks: runs must be whole chunks.
     assert DEFAULT.paper_runs % DEFAULT.chunk == 0 and DEFAULT.sweep_runs % DEFAULT.chunk == 0
+
+
+def _tree(*roots: Path) -> dict:
+    """Every file under ``roots``: its bytes and its time stamp."""
+    return {
+        f: (f.read_bytes(), f.stat().st_mtime_ns)
+        for r in roots
+        for f in sorted(r.rglob("*") if r.is_dir() else [r])
+        if f.is_file()
+    }
+
+
+def test_a_run_that_trains_nothing_rewrites_nothing(tmp_path, capsys):
+    """What `make reproduce` does on a clone: every cell is stored, so nothing trains, and
+    the manifests (which record the run that trained them), the summary, the figures and
+    the report are left as they are, bytes and time stamps."""
+    root, figs, report = tmp_path / "r", tmp_path / "f", tmp_path / "report.md"
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--figures", str(figs)]
+    argv.append("--no-progress")
+    report_argv = ["report", "--profile", "smoke", "--results", str(root), "--out", str(report)]
+    assert cli.main(argv) == 0 and cli.main(report_argv) == 0
+    path = root / "fig3" / "manifest.json"
+    manifest = json.loads(path.read_text())  # as committed by another machine, long ago
+    manifest.update(git_commit="0" * 40, created="2000-01-01T00:00:00Z")
+    manifest["timings"]["this_invocation_s"] = 5456.77
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    for f in _tree(tmp_path):
+        os.utime(f, ns=(10**18, 10**18))
+    before = _tree(tmp_path)
+    capsys.readouterr()
+    assert cli.main(argv) == 0 and cli.main(report_argv) == 0
+    assert "trained 0 chunks" in capsys.readouterr().out
+    after = _tree(tmp_path)
+    assert sorted(after) == sorted(before)
+    changed = [str(f.relative_to(tmp_path)) for f in before if after[f] != before[f]]
+    assert not changed, f"rewritten: {changed}"
+    assert json.loads(path.read_text())["timings"]["this_invocation_s"] == 5456.77
