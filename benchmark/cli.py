@@ -184,8 +184,9 @@ def cmd_run(args) -> None:
             print(
                 f"{profile.name}: would train {counts['runs_to_train']} runs "
                 f"({counts['run_steps_to_train']:,} run-steps) in {counts['cells_to_train']} "
-                f"cells, {counts['chunks_to_train']} chunks; {counts['chunks_on_disk']} "
-                f"chunks already on disk; results in {root}"
+                f"cells, {counts['chunks_to_train']} chunks; {counts['runs_stored']} runs "
+                f"already stored ({counts['cells_stored']} of {counts['cells']} cells "
+                f"complete); results in {root}"
             )
         return
     if args.distributed:
@@ -203,8 +204,9 @@ def cmd_run(args) -> None:
         fuse=args.fuse,
     )
     print(
-        f"{profile.name}: trained {res['trained']} chunks, skipped {res['skipped']} finished "
-        f"ones, in {time.perf_counter() - t0:.1f} s; results in {root}"
+        f"{profile.name}: trained {res['trained']} chunks ({res['runs_trained']} runs) in "
+        f"{time.perf_counter() - t0:.1f} s; {res['runs_stored']} runs were stored already "
+        f"({res['cells_stored']} of {res['cells']} cells complete); results in {root}"
     )
     if res["assembled"]:
         _write_outputs(root, profile, res["assembled"], args.figures, args.no_figures)

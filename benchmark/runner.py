@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -264,6 +265,9 @@ class Plan:
       chunks: this shard's chunks that are not on disk yet.
       skipped: this shard's chunks already on disk (interrupted work).
       lr_specs: specs of those chunks whose learning rate is still to be selected.
+      runs_stored: the runs of ``need`` already stored: in cell files (where a finished
+        run ends up, a cut run's too), and in this shard's chunks on disk.
+      cells_stored: the cells of ``need`` whose cell file holds all their runs.
     """
 
     experiments: list[Experiment]
@@ -271,6 +275,8 @@ class Plan:
     chunks: list[Chunk]
     skipped: int
     lr_specs: list[RunSpec]
+    runs_stored: int = 0
+    cells_stored: int = 0
 
     def counts(self) -> dict:
         """``cells_to_train``, ``runs_to_train`` and ``run_steps_to_train`` (LR selection
@@ -284,6 +290,9 @@ class Plan:
             "run_steps_to_train": steps,
             "chunks_to_train": len(self.chunks),
             "chunks_on_disk": self.skipped,
+            "runs_stored": self.runs_stored,
+            "cells_stored": self.cells_stored,
+            "cells": len(self.need),
         }
 
 
@@ -354,18 +363,24 @@ def plan(
             have = need.get(cell.key())
             if have is None or cell.n_runs > have[1]:
                 need[cell.key()] = (cell.spec, cell.n_runs)
-    chunks = []
+    chunks, stored, complete = [], 0, 0
     for spec, n in need.values():
-        chunks += _cell_chunks(root, spec, n, profile.chunk)[1]
+        have, pieces = _cell_chunks(root, spec, n, profile.chunk)
+        chunks += pieces
+        stored += min(have, n)
+        complete += have >= n
     # The experiments' cell order, each cell's chunks in a row: cells complete (and can
     # be committed) as the run goes, and an experiment can put first the cells a cut run
     # should have (budget). Compiled trainers are cached, so the order costs no compile.
     i, n = shard
     mine = [c for c in chunks if _shard_of(c, n) == i]
-    todo = [c for c in mine if not c.done(root)]
+    todo, on_disk = [], []
+    for c in mine:
+        (on_disk if c.done(root) else todo).append(c)
     selecting = {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}
     lr_specs = [s for k, s in selecting.items() if not (root / "lr" / f"{k}.json").exists()]
-    return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_specs)
+    stored += sum(min(c.size, need[c.spec.key()][1] - c.start) for c in on_disk)
+    return Plan(list(experiments), need, todo, len(on_disk), lr_specs, stored, complete)
 
 
 # ----------------------------------------------------------------------------- running
@@ -495,9 +510,15 @@ def run(
     ``fuse``: the most runs one training call may hold, fusing chunks of one program
     (:func:`fused`); 0 trains one chunk per call; ``"auto"``: :func:`default_fuse`.
 
-    Returns ``trained`` and ``skipped`` chunk counts, ``assembled`` experiment names (an
-    experiment is assembled once all its cells hold their runs) and ``train_s``. A
-    KeyboardInterrupt becomes :class:`Interrupted`, which says how many chunks were saved.
+    Returns ``trained`` and ``skipped`` chunk counts, ``runs_trained``, ``runs_stored``
+    (the runs that were stored before: in cell files, or in chunks on disk),
+    ``cells_stored`` and ``cells`` (cells complete before, of those needed),
+    ``assembled`` experiment names (an experiment is assembled once all its cells hold
+    their runs) and ``train_s``. A KeyboardInterrupt becomes :class:`Interrupted`, which
+    says how many chunks were saved.
+
+    ``progress``: a bar (tqdm) on a terminal; where stderr is not one (a log file), a
+    plain line of runs done and time left every :data:`LOG_EVERY_S` seconds.
     """
     if fuse != "auto" and (not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 0):
         raise ValueError(f"fuse must be a number of runs >= 0 or 'auto', got {fuse!r}")
@@ -505,11 +526,12 @@ def run(
     root.mkdir(parents=True, exist_ok=True)
     bar = None
     if progress and work.chunks:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(c.size for c in work.chunks), unit="run", desc=profile.name)
-        if work.skipped:
-            bar.write(f"resuming: {work.skipped} finished chunks skipped")
+        bar = _progress(sum(c.size for c in work.chunks), profile.name)
+        if work.runs_stored:
+            bar.write(
+                f"resuming: {work.runs_stored} runs already stored "
+                f"({work.cells_stored} of {len(work.need)} cells complete)"
+            )
     t0 = time.perf_counter()
     train_s = 0.0
     try:
@@ -538,9 +560,69 @@ def run(
     return {
         "trained": len(work.chunks),
         "skipped": work.skipped,
+        "runs_trained": sum(c.size for c in work.chunks),
+        "runs_stored": work.runs_stored,
+        "cells_stored": work.cells_stored,
+        "cells": len(work.need),
         "assembled": assembled,
         "train_s": train_s,
     }
+
+
+# Where stderr is not a terminal (a log file), progress is a plain line at most this often.
+LOG_EVERY_S = 60.0
+
+
+def _progress(total: int, desc: str):
+    """A progress display of ``total`` runs: tqdm's bar on a terminal, else a
+    :class:`LogProgress` (tqdm would write every refresh of its bar into the log)."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="run", desc=desc)
+    return LogProgress(total, desc)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class LogProgress:
+    """Progress for a log: one plain line on stderr at the start, then after a training
+    call once :data:`LOG_EVERY_S` seconds have passed since the last line, and at the end;
+    each line says the runs done, the time spent and the time left at the rate so far.
+    The part of tqdm's interface the runner uses."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+        self.t0 = self.last = time.monotonic()
+        self.write(f"{desc}: {total} runs to train; a line every {LOG_EVERY_S:g} s")
+
+    def write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY_S or self.n >= self.total:
+            self.last = now
+            spent = now - self.t0
+            left = spent / self.n * (self.total - self.n)
+            self.write(
+                f"{self.desc}: {self.n}/{self.total} runs ({self.n / self.total:.0%}), "
+                f"{_duration(spent)} spent, about {_duration(left)} left"
+                + (f" (last: {self.postfix})" if self.postfix else "")
+            )
+
+    def close(self) -> None:
+        pass
 
 
 def _corr_text(spec: RunSpec) -> str:

@@ -854,3 +854,52 @@ def test_a_run_that_trains_nothing_rewrites_nothing(tmp_path, capsys):
     changed = [str(f.relative_to(tmp_path)) for f in before if after[f] != before[f]]
     assert not changed, f"rewritten: {changed}"
     assert json.loads(path.read_text())["timings"]["this_invocation_s"] == 5456.77
+
+
+def test_counters_count_the_runs_stored_in_cell_files(tmp_path, monkeypatch, capsys):
+    """After an interrupt folded its finished chunks into the cell files, and on a clone
+    (cell files, no chunks), the dry run and the rerun count the runs already stored."""
+    root = tmp_path / "r"
+    real = _stop_on_call(monkeypatch, 3)
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    assert cli.main([*argv, "--fuse", "0"]) == 130
+    shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
+    monkeypatch.setattr(runner, "_train_chunks", real)
+    cells = _exps(["fig3"])[0].cells(SMOKE)
+    total = sum(c.n_runs for c in cells)
+    capsys.readouterr()
+    assert cli.main([*argv, "--dry-run", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    stored = (counts["runs_stored"], counts["cells_stored"], counts["cells"])
+    assert stored == (2 * SMOKE.chunk, 1, len(cells))
+    assert counts["runs_to_train"] == total - 2 * SMOKE.chunk
+    assert cli.main([*argv, "--dry-run"]) == 0
+    assert f"; {2 * SMOKE.chunk} runs already stored (1 of 3 cells complete)" in (
+        capsys.readouterr().out
+    )
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"({total - 2 * SMOKE.chunk} runs)" in out
+    assert f"{2 * SMOKE.chunk} runs were stored already (1 of 3 cells complete)" in out
+    # A clone with everything stored: every run counts, none trains.
+    shutil.rmtree(root / "chunks")
+    assert cli.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would train 0 runs" in out and f"{total} runs already stored (3 of 3" in out
+    assert cli.main(argv) == 0
+    assert f"{total} runs were stored already (3 of 3 cells complete)" in capsys.readouterr().out
+
+
+def test_progress_in_a_log_is_a_plain_line_with_the_time_left(tmp_path, monkeypatch, capsys):
+    """Where stderr is not a terminal, progress is a plain line of runs done and time left
+    (tqdm would write every refresh of its bar into the log)."""
+    monkeypatch.setattr(runner, "LOG_EVERY_S", 0.0)
+    res = run(SMOKE, _exps(["fig3"]), tmp_path / "r", progress=True, fuse=0)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    total = sum(c.size for c in plan(SMOKE, _exps(["fig3"]), tmp_path / "x").chunks)
+    lines = err.splitlines()
+    assert lines[0].startswith(f"smoke: {total} runs to train")
+    assert len(lines) == 1 + res["trained"]  # a line per call at LOG_EVERY_S = 0
+    assert lines[-1].startswith(f"smoke: {total}/{total} runs (100%), ")
+    assert all(" spent, about " in line and " left" in line for line in lines[1:])
