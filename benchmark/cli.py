@@ -202,6 +202,7 @@ def cmd_run(args) -> None:
         models=models,
         progress=not args.no_progress,
         fuse=args.fuse,
+        also=_every_experiment(),  # those that reuse these cells take in what is new
     )
     print(
         f"{profile.name}: trained {res['trained']} chunks ({res['runs_trained']} runs) in "
@@ -229,7 +230,7 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
     from .models import names as arch_names
     from .protocol import PROFILES
     from .report import stored_experiments
-    from .runner import load_experiment, stale_cells
+    from .runner import load_experiment, stale_cells, stored_runs
 
     todo = stored_experiments(root, exps)
     if not todo:
@@ -252,13 +253,21 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
                 file=sys.stderr,
             )
         drawn = {c.meta["model"] for c in res.cells}
-        wanted = {c.model.name for c in exp.cells(current)} if current else drawn
-        missing = [m for m in arch_names() if m in wanted - drawn]
+        wanted = exp.cells(current) if current else ()
+        missing = [m for m in arch_names() if m in {c.model.name for c in wanted} - drawn]
         if missing:
+            stored = all(
+                stored_runs(root, c.key()) >= c.n_runs for c in wanted if c.model.name in missing
+            )
+            what = (
+                f"their cells are stored; `python -m benchmark run {exp.name} --profile "
+                f"{prof['name']}` assembles them and trains nothing"
+                if stored
+                else f"`python -m benchmark run {exp.name} --profile {prof['name']} --models "
+                f"{' '.join(missing)}` trains them"
+            )
             print(
-                f"note: {exp.name}: no results yet for {', '.join(missing)}; `python -m "
-                f"benchmark run {exp.name} --profile {prof['name']} --models "
-                f"{' '.join(missing)}` trains them",
+                f"note: {exp.name}: no results yet for {', '.join(missing)}; {what}",
                 file=sys.stderr,
             )
     return written
@@ -307,7 +316,11 @@ def cmd_merge(args) -> None:
     profile = get_profile(args.profile)
     creatable_dir(args.out, "--out")
     res = merge(
-        [Path(s) for s in args.sources], Path(args.out), profile, _experiments(args.experiments)
+        [Path(s) for s in args.sources],
+        Path(args.out),
+        profile,
+        _experiments(args.experiments),
+        also=_every_experiment(),
     )
     print(f"copied {res['copied']} files; assembled: {', '.join(res['assembled']) or 'none'}")
     if res["assembled"]:

@@ -504,8 +504,10 @@ def run(
     models: list[str] | None = None,
     progress: bool = True,
     fuse: int | str = "auto",
+    also: list[Experiment] = (),
 ) -> dict:
-    """Train every missing chunk of ``experiments`` (this shard's share), then assemble.
+    """Train every missing chunk of ``experiments`` (this shard's share), then assemble
+    them, and the experiments of ``also`` whose manifest is stored (:func:`assemble`).
 
     ``fuse``: the most runs one training call may hold, fusing chunks of one program
     (:func:`fused`); 0 trains one chunk per call; ``"auto"``: :func:`default_fuse`.
@@ -556,7 +558,8 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    assembled = assemble(profile, work, root, wall_s=time.perf_counter() - t0, models=models)
+    wall_s = time.perf_counter() - t0
+    assembled = assemble(profile, work, root, wall_s=wall_s, models=models, also=also)
     return {
         "trained": len(work.chunks),
         "skipped": work.skipped,
@@ -690,19 +693,36 @@ def _commits(meta: dict) -> list:
 
 
 def assemble(
-    profile: Profile, work: Plan, root: Path, wall_s: float, models: list[str] | None = None
+    profile: Profile,
+    work: Plan,
+    root: Path,
+    wall_s: float,
+    models: list[str] | None = None,
+    also: list[Experiment] = (),
 ) -> list[str]:
     """Complete every cell whose pieces are on disk; write the manifest of each experiment
-    whose cells are all complete. Returns the names of the experiments written."""
+    whose cells are all complete. Returns the names of the experiments assembled.
+
+    ``also``: more experiments, assembled as well where ``root`` holds their manifest
+    already: an experiment that reuses another's cells (``gradient_conflict`` those of
+    ``relatedness``) takes in the cells a run of that other adds (a new architecture's).
+    A manifest whose cells did not change is left alone (:func:`_same_manifest`).
+    """
     done_keys = {k for k, (spec, n) in work.need.items() if _complete_cell(root, profile, spec, n)}
+    asked = [e.name for e in work.experiments]
+    exps = list(work.experiments)
+    exps += [e for e in also if e.name not in asked and _stored_under(root, e.name, profile)]
     written = []
-    for exp in work.experiments:
-        cells = exp.cells(profile)
+    for exp in exps:
+        try:
+            cells = exp.cells(profile)
+        except ValueError:  # the profile cannot size it (budget under smoke)
+            continue
         if not all(c.key() in done_keys or stored_runs(root, c.key()) >= c.n_runs for c in cells):
             continue
         records, run_s = [], 0.0
         for c in cells:
-            _, meta = read_npz(_cell_path(root, c.key()), c.key())
+            meta = read_meta(_cell_path(root, c.key()), c.key())
             run_s += meta["train_wall_s"] * c.n_runs / meta["n_runs"]
             records.append(_cell_record(c, meta))
         manifest = {
@@ -722,6 +742,15 @@ def assemble(
             write_json(path, manifest)
         written.append(exp.name)
     return written
+
+
+def _stored_under(root: Path, name: str, profile: Profile) -> bool:
+    """Whether ``root`` holds a manifest of experiment ``name`` made under ``profile``."""
+    try:
+        stored = json.loads((root / name / "manifest.json").read_text())
+        return stored["profile"]["name"] == profile.name
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
 
 
 # What a manifest records of the run that wrote it, rather than of its cells.
@@ -909,9 +938,16 @@ def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
 # ----------------------------------------------------------------------------- merging
 
 
-def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[Experiment]) -> dict:
+def merge(
+    sources: list[Path],
+    dest: Path,
+    profile: Profile,
+    experiments: list[Experiment],
+    also: list[Experiment] = (),
+) -> dict:
     """Combine the chunks, cells and learning rates of shard folders into ``dest`` and
-    assemble what is complete. Every source is checked before anything is written."""
+    assemble what is complete (``also``: as :func:`assemble`). Every source is checked
+    before anything is written."""
     pieces: list[tuple[Path, Path]] = []
     for src in sources:
         if not src.is_dir():
@@ -933,7 +969,7 @@ def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[E
         shutil.copy2(f, target)
         copied += 1
     work = plan(profile, experiments, dest)
-    return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0)}
+    return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0, also=also)}
 
 
 def _more_runs(a: Path, b: Path) -> bool:

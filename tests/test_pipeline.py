@@ -311,6 +311,25 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
     assert {c.series for c in res.cells if c.meta["model"] == new_arch} == {"New"}
     assert "New" in (figs / "relatedness.csv").read_text()
     assert plan(SMOKE, _exps(ALL), root).counts()["runs_to_train"] == 0
+    # The experiments that reuse relatedness's cells take in the new ones with it.
+    manifest = root / "gradient_conflict" / "manifest.json"
+    assert new_arch in {c.meta["model"] for c in load_experiment(root, "gradient_conflict").cells}
+    assert new_arch in (figs / "gradient_conflict.csv").read_text()
+    figures = ["figures", "--profile", "smoke", "--results", str(root), "--figures", str(figs)]
+    assert cli.main(figures) == 0
+    assert "no results yet" not in capsys.readouterr().err
+    # A manifest left behind (assembled before the cells were): the note says what to run.
+    stale = json.loads(manifest.read_text())
+    stale["cells"] = [c for c in stale["cells"] if c["model"] != new_arch]
+    manifest.write_text(json.dumps(stale))
+    assert cli.main(figures) == 0
+    err = capsys.readouterr().err
+    assert f"gradient_conflict: no results yet for {new_arch}; their cells are stored; " in err
+    assert "`python -m benchmark run gradient_conflict --profile smoke` assembles them" in err
+    assert cli.main(["run", "gradient_conflict", "--profile", "smoke", "--out", str(root),
+                     "--figures", str(figs)]) == 0  # fmt: skip
+    assert "trained 0 chunks" in capsys.readouterr().out
+    assert new_arch in {c.meta["model"] for c in load_experiment(root, "gradient_conflict").cells}
 
 
 def _stored_numerics(root: Path) -> int:
