@@ -58,6 +58,21 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(models))
 
 
+def _check_selection(exps: list, profile, models: list[str]) -> None:
+    """``--models`` against the experiments' cells: a ValueError if no experiment has a
+    cell of any of them (nothing to train, say why), a note for each that has none."""
+    have = {e.name: list(dict.fromkeys(c.model.name for c in e.cells(profile))) for e in exps}
+    without = [n for n, archs in have.items() if not set(archs) & set(models)]
+
+    def why(n: str) -> str:
+        return f"{n} has no cells of {', '.join(models)} (its architectures: {', '.join(have[n])})"
+
+    if len(without) == len(exps):
+        raise ValueError(f"--models: {'; '.join(why(n) for n in without)}")
+    for n in without:
+        print(f"note: {why(n)}", file=sys.stderr)
+
+
 def cmd_list(args) -> None:
     from . import objectives
     from .models import get, names, param_count
@@ -168,6 +183,8 @@ def cmd_run(args) -> None:
     profile = get_profile(args.profile)
     exps = _experiments(args.experiments)
     models = _check_models(args.models)
+    if models:
+        _check_selection(exps, profile, models)
     _check_job_flags(args)
     if args.json and not args.dry_run:
         raise ValueError("--json goes with --dry-run")
@@ -325,6 +342,20 @@ def cmd_merge(args) -> None:
     print(f"copied {res['copied']} files; assembled: {', '.join(res['assembled']) or 'none'}")
     if res["assembled"]:
         print(f"summary: {write_summary(Path(args.out), _every_experiment())}")
+    else:
+        from .runner import stored_runs
+
+        lacking = []
+        for exp in _experiments(args.experiments):
+            cells = exp.cells(profile)
+            have = sum(stored_runs(Path(args.out), c.key()) >= c.n_runs for c in cells)
+            lacking.append(f"{exp.name} {have} of {len(cells)}")
+        print(
+            f"note: no experiment is complete in {args.out} (cells complete: "
+            f"{', '.join(lacking)}); merge the other shards too, or finish the cells with "
+            f"`python -m benchmark run ... --profile {profile.name} --out {args.out}`",
+            file=sys.stderr,
+        )
 
 
 def cmd_figures(args) -> None:

@@ -949,17 +949,22 @@ def merge(
     assemble what is complete (``also``: as :func:`assemble`). Every source is checked
     before anything is written."""
     pieces: list[tuple[Path, Path]] = []
+    wanted = _keys([*experiments, *also], profile)
     for src in sources:
         if not src.is_dir():
             raise ResultsError(f"merge source {src} is not a folder")
         found = sorted((src / "chunks").glob("*/*.npz")) + sorted((src / "cells").glob("*.npz"))
         if not found:
             raise ResultsError(f"merge source {src} holds no chunks or cells")
+        metas = []
         for f in found:
             _, meta = read_npz(f)  # refuse corrupt pieces before writing anything
             if meta.get("key") != (f.parent.name if f.parent.name != "cells" else f.stem):
                 raise ResultsError(f"{f} holds spec {meta.get('key')!r}: not a piece of this")
             pieces.append((f, dest / f.relative_to(src)))
+            metas.append(meta)
+        if not any(m["key"] in wanted for m in metas):
+            raise ResultsError(_foreign(src, metas, profile, experiments))
         pieces += [(f, dest / f.relative_to(src)) for f in sorted((src / "lr").glob("*.json"))]
     copied = 0
     for f, target in pieces:
@@ -970,6 +975,33 @@ def merge(
         copied += 1
     work = plan(profile, experiments, dest)
     return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0, also=also)}
+
+
+def _keys(experiments: list[Experiment], profile: Profile) -> set[str]:
+    """The cell keys of ``experiments`` under ``profile`` (none of one it cannot size)."""
+    keys = set()
+    for exp in experiments:
+        try:
+            keys |= {c.key() for c in exp.cells(profile)}
+        except ValueError:  # budget under smoke
+            continue
+    return keys
+
+
+def _foreign(src: Path, metas: list[dict], profile: Profile, experiments) -> str:
+    """The error for a merge source none of whose pieces ``profile`` uses: it names the
+    profile whose training the pieces' specs record, where one does."""
+    from .protocol import PROFILES
+
+    trains = {json.dumps(m.get("spec", {}).get("train"), sort_keys=True) for m in metas}
+    guess = [
+        p.name for p in PROFILES.values() if json.dumps(p.train.to_dict(), sort_keys=True) in trains
+    ]
+    hint = f"; they were trained under --profile {' or '.join(guess)}" if guess else ""
+    return (
+        f"merge source {src}: none of its {len(metas)} chunks and cells is a cell of "
+        f"{', '.join(e.name for e in experiments)} under --profile {profile.name}{hint}"
+    )
 
 
 def _more_runs(a: Path, b: Path) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from benchmark import cli, experiments, models, runner, stats
-from benchmark.protocol import PLE_CORRS, get_profile
+from benchmark.protocol import PAPER_CORRS, PLE_CORRS, get_profile
 from benchmark.report import build_summary, check_claims, stored_experiments
 from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
 
@@ -787,6 +787,11 @@ def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
         (["run", "fig3", "--profile", "smoke", "--dry-run", "--figures", "/dev/null"], "--figures"),
         (["figures", "--figures", "/dev/null"], "--figures: /dev/null exists and is not a"),
         (["merge", "a", "--out", "/dev/null"], "--out: /dev/null exists and is not a directory"),
+        # a selection with nothing in it
+        (
+            ["run", "fig3", "--profile", "smoke", "--models", "mmoe", "--dry-run"],
+            "--models: fig3 has no cells of mmoe (its architectures: shared_bottom)",
+        ),
     ],
 )
 def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
@@ -922,3 +927,31 @@ def test_progress_in_a_log_is_a_plain_line_with_the_time_left(tmp_path, monkeypa
     assert len(lines) == 1 + res["trained"]  # a line per call at LOG_EVERY_S = 0
     assert lines[-1].startswith(f"smoke: {total}/{total} runs (100%), ")
     assert all(" spent, about " in line and " left" in line for line in lines[1:])
+
+
+def test_models_without_cells_in_an_experiment_get_a_note(capsys):
+    argv = ["run", "fig3", "fig4", "--profile", "smoke", "--models", "mmoe", "--dry-run"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == "note: fig3 has no cells of mmoe (its architectures: shared_bottom)\n"
+    assert f"in {len(PAPER_CORRS)} cells" in out
+
+
+def test_a_merge_of_another_profiles_shards_is_refused(tmp_path, capsys):
+    """Shards trained under one profile, merged under another: none of their pieces is a
+    cell the other profile uses. The merge names the flag and the profile they belong to,
+    and writes nothing; a merge that completes nothing says what each experiment lacks."""
+    shard = tmp_path / "s0"
+    run(SMOKE, _exps(["fig3"]), shard, shard=(0, 2), progress=False)
+    dest = tmp_path / "m"
+    assert cli.main(["merge", str(shard), "--out", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"merge source {shard}: none of its " in err
+    assert "under --profile default; they were trained under --profile smoke" in err
+    assert not dest.exists()
+    argv = ["merge", str(shard), "--out", str(dest), "--profile", "smoke", "--experiments", "fig3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "assembled: none" in out
+    assert err.startswith(f"note: no experiment is complete in {dest} (cells complete: fig3 ")
+    assert "merge the other shards too" in err
