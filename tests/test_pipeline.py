@@ -929,8 +929,9 @@ def test_progress_in_a_log_is_a_plain_line_with_the_time_left(tmp_path, monkeypa
     assert all(" spent, about " in line and " left" in line for line in lines[1:])
 
 
-def test_models_without_cells_in_an_experiment_get_a_note(capsys):
+def test_models_without_cells_in_an_experiment_get_a_note(tmp_path, capsys):
     argv = ["run", "fig3", "fig4", "--profile", "smoke", "--models", "mmoe", "--dry-run"]
+    argv += ["--out", str(tmp_path / "r")]
     assert cli.main(argv) == 0
     out, err = capsys.readouterr()
     assert err == "note: fig3 has no cells of mmoe (its architectures: shared_bottom)\n"
