@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,63 @@ def _atomic(path: Path, param: str):
         tmp.unlink(missing_ok=True)
 
 
+# ----------------------------------------------------------------------------- sizes
+# Peak memory per value of x (n x d float32), measured: `sample` runs eagerly, each
+# operation of the normal draws holding its own array (about 17 bytes); `corr-curve` is
+# compiled and fused (about 5 bytes), with 25 trials in flight at once.
+SAMPLE_BYTES_PER_VALUE = 20
+CURVE_BYTES_PER_VALUE = 6
+CURVE_TRIALS_AT_ONCE = 25  # curve.py's lax.map batch
+MAX_VALUES = 2**32  # one draw's counters are uint32: more values would repeat draws
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _sizes(args, spec) -> str:
+    d_flag = f"--d {spec.d}" if args.d is not None else f"--d (the preset's, {spec.d})"
+    return f"--n {args.n} points of {d_flag} inputs"
+
+
+def _check_memory(args, spec, values: int, bytes_per_value: int, what: str = "") -> None:
+    """Refuse, naming --n and --d, ``values`` values of x in memory at once (each costing
+    ``bytes_per_value`` at the peak) that this machine cannot hold, before allocating."""
+    need, free = values * bytes_per_value, available_memory()
+    if free is not None and need > free:
+        raise CliError(
+            f"{_sizes(args, spec)}{what} need about {_size(need)} of memory, more than the "
+            f"{_size(free)} available; lower --n or --d"
+        )
+
+
+def _check_counter(args, spec) -> None:
+    """Refuse a draw of more values of x than the generator's counters number."""
+    if args.n * spec.d > MAX_VALUES:
+        raise CliError(
+            f"{_sizes(args, spec)} are {args.n * spec.d:.3g} values of x in one draw, more "
+            "than the 2**32 that the generator's counters number; lower --n or --d"
+        )
+
+
 # ----------------------------------------------------------------------------- commands
 
 
@@ -186,6 +244,15 @@ def cmd_sample(args) -> None:
         r = validate_correlation(corr, n_tasks=None if args.R is not None else k, d=spec.d)
     except ValueError as e:
         raise CliError(f"{flag}: {e}") from None
+    _check_memory(args, spec, args.n * spec.d, SAMPLE_BYTES_PER_VALUE)
+    _check_counter(args, spec)
+    file_bytes = 4 * args.n * (spec.d + 2 * k)  # x, y and a margin
+    free_disk = shutil.disk_usage(out.resolve().parent).free
+    if file_bytes > free_disk:
+        raise CliError(
+            f"--out: the file of --n {args.n} points would take about {_size(file_bytes)}, "
+            f"more than the {_size(free_disk)} free on its disk; lower --n or --d"
+        )
     kw, kd = jax.random.split(jax.random.key(args.seed))
     w = task_weights(kw, spec, r)
     x, y = sample(kd, spec, args.n, w)
@@ -200,6 +267,10 @@ def cmd_corr_curve(args) -> None:
 
     fig_dir = creatable_dir(args.figure, "--figures") if args.figure else None
     spec = _spec(args)
+    at_once = min(args.trials, CURVE_TRIALS_AT_ONCE)
+    values = at_once * args.n * spec.d
+    _check_memory(args, spec, values, CURVE_BYTES_PER_VALUE, f", {at_once} trials at once,")
+    _check_counter(args, spec)
     t0 = time.perf_counter()
     curve = corr_curve(spec, tuple(args.cosines), trials=args.trials, n=args.n, seed=args.seed)
     elapsed = time.perf_counter() - t0
