@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 # Each profile keeps its own figures: figures/ holds the default profile's only.
 FIGDIR := $(if $(filter default,$(PROFILE)),figures,results/$(PROFILE)/figures)
+# The README's numbers are the default profile's: its generated blocks follow those results.
+README_FLAG := $(if $(filter default,$(PROFILE)),--readme README.md)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test reproduce extend figures report dry-run list lint format bench clean
+.PHONY: help install test test-time reproduce extend figures report dry-run list lint format bench clean
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools into it
 
@@ -25,6 +27,10 @@ help:  ## list these targets; those that train or read results take PROFILE=... 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
+test-time: $(STAMP)  ## run the test suite; record its count and time (docs/test_time.json, README.md)
+	$(PY) tools/time_tests.py docs/test_time.json
+	$(PY) -m benchmark report --out results/default/report.md --readme README.md
+
 lint: $(STAMP)  ## ruff: lint and check the formatting
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -37,7 +43,7 @@ format: $(STAMP)  ## ruff: format and fix what it can
 reproduce: $(STAMP)  ## train what the stored results lack (resumes), then redraw figures and report
 	$(PY) -m benchmark run all --profile $(PROFILE)
 	$(PY) -m datagen corr-curve --preset kdd18 --figures $(FIGDIR)
-	$(PY) -m benchmark report --profile $(PROFILE) --out results/$(PROFILE)/report.md
+	$(PY) -m benchmark report --profile $(PROFILE) --out results/$(PROFILE)/report.md $(README_FLAG)
 	@echo "figures: $(FIGDIR)"
 
 figures: $(STAMP)  ## redraw every figure from stored numbers, without training
@@ -45,8 +51,8 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 	$(PY) -m datagen figure --figures $(FIGDIR)
 
 # Silent: its output is the product (`make report > file` holds the report only).
-report: $(STAMP)  ## the claims' verdicts and every cell, as markdown, from stored numbers
-	@$(PY) -m benchmark report --profile $(PROFILE)
+report: $(STAMP)  ## print the claims' verdicts and every cell; rewrite README.md's generated numbers
+	@$(PY) -m benchmark report --profile $(PROFILE) $(README_FLAG)
 
 extend: $(STAMP)  ## the objectives study (not in `make reproduce`)
 	$(PY) -m benchmark run objectives --profile $(PROFILE)

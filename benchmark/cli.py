@@ -394,6 +394,8 @@ def cmd_report(args) -> None:
     root = _results_root(args, profile)
     if args.out:
         writable_file(args.out, "--out")
+    if args.readme and not Path(args.readme).is_file():
+        raise ValueError(f"--readme: no file {args.readme}")
     exps = _every_experiment()
     records = build_summary(root, exps)
     claims = check_claims(root, exps)
@@ -406,11 +408,34 @@ def cmd_report(args) -> None:
     parts += ["## Training time\n", time_markdown(training_time(root, exps)) + "\n"]
     parts += ["## Every cell\n", summary_markdown(records)]
     text = "\n".join(parts) + "\n"
+    if args.readme:
+        _write_readme(Path(args.readme), root, exps)
     if args.out:
         write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
         print(f"report: {args.out}")
     else:
         sys.stdout.write(text)
+
+
+def _write_readme(readme: Path, root: Path, exps: list) -> None:
+    """Rewrite the generated blocks of ``readme`` from the results in ``root`` and the
+    suite's measurement beside it (:data:`report.TEST_TIME`); a README that holds them
+    already is left alone. Says so on stderr (stdout holds the report)."""
+    from .report import TEST_TIME, readme_blocks, render_readme
+    from .runner import write_bytes
+
+    measured = readme.parent / TEST_TIME
+    tests = json.loads(measured.read_text()) if measured.exists() else None
+    text = readme.read_text()
+    if tests is None and "<!-- generated: tests -->" in text:
+        raise ValueError(
+            f"--readme: {readme} has a generated test count and {measured} does not exist; "
+            "`make test-time` writes it"
+        )
+    new = render_readme(text, readme_blocks(root, exps, tests))
+    write_bytes(readme, new.encode())
+    print(f"{readme}: generated blocks {'rewritten' if new != text else 'up to date'}",
+          file=sys.stderr)  # fmt: skip
 
 
 def cmd_bench(args) -> None:
@@ -564,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the markdown to this file (left alone if it holds the same text) "
         "instead of printing it (default: print)",
+    )
+    p.add_argument(
+        "--readme",
+        default=None,
+        help="also rewrite this README's generated blocks (<!-- generated: NAME --> ... "
+        "<!-- /generated -->: the claims, the training time, the cost, the test count) from "
+        "these results and the suite's measurement, docs/test_time.json beside it "
+        "(default: none)",
     )
     p.set_defaults(func=cmd_report)
 
