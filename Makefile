@@ -1,4 +1,4 @@
-# Two commands for a newcomer: `make reproduce` and `make test`.
+# Two commands for a newcomer: `make reproduce` and `make test`; `make help` lists the rest.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 # Each profile keeps its own figures: figures/ holds the default profile's only.
 FIGDIR := $(if $(filter default,$(PROFILE)),figures,results/$(PROFILE)/figures)
+# The README's numbers are the default profile's: its generated blocks follow those results.
+README_FLAG := $(if $(filter default,$(PROFILE)),--readme README.md)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test reproduce extend figures report dry-run list lint format bench clean
+.PHONY: help install test test-time reproduce extend figures report dry-run list lint format bench clean
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install the project with its dev tools into it
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,44 +20,53 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+help:  ## list these targets; those that train or read results take PROFILE=... (default: default)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' \
+		$(firstword $(MAKEFILE_LIST))
+
+test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+test-time: $(STAMP)  ## run the test suite; record its count and time (docs/test_time.json, README.md)
+	$(PY) tools/time_tests.py docs/test_time.json
+	$(PY) -m benchmark report --out results/default/report.md --readme README.md
+
+lint: $(STAMP)  ## ruff: lint and check the formatting
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-format: $(STAMP)
+format: $(STAMP)  ## ruff: format and fix what it can
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-reproduce: $(STAMP)  ## train every experiment of `run all` (resumes), then figures and report
-	$(PY) -m datagen corr-curve --preset kdd18 --figures $(FIGDIR)
+# The run comes first: it rejects a bad PROFILE before anything is written.
+reproduce: $(STAMP)  ## train what the stored results lack (resumes), then redraw figures and report
 	$(PY) -m benchmark run all --profile $(PROFILE)
-	$(PY) -m benchmark report --profile $(PROFILE) > results/$(PROFILE)/report.md.part
-	mv results/$(PROFILE)/report.md.part results/$(PROFILE)/report.md
-	@echo "report: results/$(PROFILE)/report.md; figures: $(FIGDIR)"
+	$(PY) -m datagen corr-curve --preset kdd18 --figures $(FIGDIR)
+	$(PY) -m benchmark report --profile $(PROFILE) --out results/$(PROFILE)/report.md $(README_FLAG)
+	@echo "figures: $(FIGDIR)"
 
 figures: $(STAMP)  ## redraw every figure from stored numbers, without training
-	$(PY) -m datagen figure --figures $(FIGDIR)
 	$(PY) -m benchmark figures --profile $(PROFILE)
+	$(PY) -m datagen figure --figures $(FIGDIR)
 
-report: $(STAMP)  ## the claims' verdicts and every cell, as markdown, from stored numbers
-	$(PY) -m benchmark report --profile $(PROFILE)
+# Silent: its output is the product (`make report > file` holds the report only).
+report: $(STAMP)  ## print the claims' verdicts and every cell; rewrite README.md's generated numbers
+	@$(PY) -m benchmark report --profile $(PROFILE) $(README_FLAG)
 
 extend: $(STAMP)  ## the objectives study (not in `make reproduce`)
 	$(PY) -m benchmark run objectives --profile $(PROFILE)
 
 dry-run: $(STAMP)  ## what `make reproduce` would train, without training
-	$(PY) -m benchmark run all --profile $(PROFILE) --dry-run
+	@$(PY) -m benchmark run all --profile $(PROFILE) --dry-run
 
-list: $(STAMP)  ## architectures, experiments and profiles
-	$(PY) -m benchmark list
+list: $(STAMP)  ## architectures, experiments, objectives and profiles
+	@$(PY) -m benchmark list
 
 BENCH_JSON ?= figures/bench_batch32.json
-bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; writes $(BENCH_JSON))
+bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; BENCH_JSON=...)
 	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --json > $(BENCH_JSON).part
 	mv $(BENCH_JSON).part $(BENCH_JSON)
 
-clean:
+clean:  ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

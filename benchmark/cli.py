@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from datagen.cli import OneLineParser, creatable_dir, int_in, writable_file
+
 from .runner import Interrupted, ResultsError
 
 
@@ -54,6 +56,21 @@ def _check_models(models: list[str] | None) -> list[str] | None:
             f"known: {', '.join(names())}"
         )
     return list(dict.fromkeys(models))
+
+
+def _check_selection(exps: list, profile, models: list[str]) -> None:
+    """``--models`` against the experiments' cells: a ValueError if no experiment has a
+    cell of any of them (nothing to train, say why), a note for each that has none."""
+    have = {e.name: list(dict.fromkeys(c.model.name for c in e.cells(profile))) for e in exps}
+    without = [n for n, archs in have.items() if not set(archs) & set(models)]
+
+    def why(n: str) -> str:
+        return f"{n} has no cells of {', '.join(models)} (its architectures: {', '.join(have[n])})"
+
+    if len(without) == len(exps):
+        raise ValueError(f"--models: {'; '.join(why(n) for n in without)}")
+    for n in without:
+        print(f"note: {why(n)}", file=sys.stderr)
 
 
 def cmd_list(args) -> None:
@@ -166,11 +183,16 @@ def cmd_run(args) -> None:
     profile = get_profile(args.profile)
     exps = _experiments(args.experiments)
     models = _check_models(args.models)
+    if models:
+        _check_selection(exps, profile, models)
     _check_job_flags(args)
     if args.json and not args.dry_run:
         raise ValueError("--json goes with --dry-run")
     shard = (0, 1) if args.distributed else parse_shard(args.shard)
     root = Path(args.out) if args.out else Path("results") / profile.name
+    creatable_dir(str(root), "--out")
+    if args.figures and not args.no_figures:
+        creatable_dir(args.figures, "--figures")
     if args.dry_run:
         counts = plan(profile, exps, root, shard, models).counts()
         if args.json:
@@ -179,8 +201,9 @@ def cmd_run(args) -> None:
             print(
                 f"{profile.name}: would train {counts['runs_to_train']} runs "
                 f"({counts['run_steps_to_train']:,} run-steps) in {counts['cells_to_train']} "
-                f"cells, {counts['chunks_to_train']} chunks; {counts['chunks_on_disk']} "
-                f"chunks already on disk; results in {root}"
+                f"cells, {counts['chunks_to_train']} chunks; {counts['runs_stored']} runs "
+                f"already stored ({counts['cells_stored']} of {counts['cells']} cells "
+                f"complete); results in {root}"
             )
         return
     if args.distributed:
@@ -196,10 +219,12 @@ def cmd_run(args) -> None:
         models=models,
         progress=not args.no_progress,
         fuse=args.fuse,
+        also=_every_experiment(),  # those that reuse these cells take in what is new
     )
     print(
-        f"{profile.name}: trained {res['trained']} chunks, skipped {res['skipped']} finished "
-        f"ones, in {time.perf_counter() - t0:.1f} s; results in {root}"
+        f"{profile.name}: trained {res['trained']} chunks ({res['runs_trained']} runs) in "
+        f"{time.perf_counter() - t0:.1f} s; {res['runs_stored']} runs were stored already "
+        f"({res['cells_stored']} of {res['cells']} cells complete); results in {root}"
     )
     if res["assembled"]:
         _write_outputs(root, profile, res["assembled"], args.figures, args.no_figures)
@@ -222,7 +247,7 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
     from .models import names as arch_names
     from .protocol import PROFILES
     from .report import stored_experiments
-    from .runner import load_experiment, stale_cells
+    from .runner import load_experiment, stale_cells, stored_runs
 
     todo = stored_experiments(root, exps)
     if not todo:
@@ -245,13 +270,21 @@ def draw(root: Path, out: Path, exps: list) -> list[Path]:
                 file=sys.stderr,
             )
         drawn = {c.meta["model"] for c in res.cells}
-        wanted = {c.model.name for c in exp.cells(current)} if current else drawn
-        missing = [m for m in arch_names() if m in wanted - drawn]
+        wanted = exp.cells(current) if current else ()
+        missing = [m for m in arch_names() if m in {c.model.name for c in wanted} - drawn]
         if missing:
+            stored = all(
+                stored_runs(root, c.key()) >= c.n_runs for c in wanted if c.model.name in missing
+            )
+            what = (
+                f"their cells are stored; `python -m benchmark run {exp.name} --profile "
+                f"{prof['name']}` assembles them and trains nothing"
+                if stored
+                else f"`python -m benchmark run {exp.name} --profile {prof['name']} --models "
+                f"{' '.join(missing)}` trains them"
+            )
             print(
-                f"note: {exp.name}: no results yet for {', '.join(missing)}; `python -m "
-                f"benchmark run {exp.name} --profile {prof['name']} --models "
-                f"{' '.join(missing)}` trains them",
+                f"note: {exp.name}: no results yet for {', '.join(missing)}; {what}",
                 file=sys.stderr,
             )
     return written
@@ -298,12 +331,31 @@ def cmd_merge(args) -> None:
     from .runner import merge
 
     profile = get_profile(args.profile)
+    creatable_dir(args.out, "--out")
     res = merge(
-        [Path(s) for s in args.sources], Path(args.out), profile, _experiments(args.experiments)
+        [Path(s) for s in args.sources],
+        Path(args.out),
+        profile,
+        _experiments(args.experiments),
+        also=_every_experiment(),
     )
     print(f"copied {res['copied']} files; assembled: {', '.join(res['assembled']) or 'none'}")
     if res["assembled"]:
         print(f"summary: {write_summary(Path(args.out), _every_experiment())}")
+    else:
+        from .runner import stored_runs
+
+        lacking = []
+        for exp in _experiments(args.experiments):
+            cells = exp.cells(profile)
+            have = sum(stored_runs(Path(args.out), c.key()) >= c.n_runs for c in cells)
+            lacking.append(f"{exp.name} {have} of {len(cells)}")
+        print(
+            f"note: no experiment is complete in {args.out} (cells complete: "
+            f"{', '.join(lacking)}); merge the other shards too, or finish the cells with "
+            f"`python -m benchmark run ... --profile {profile.name} --out {args.out}`",
+            file=sys.stderr,
+        )
 
 
 def cmd_figures(args) -> None:
@@ -312,9 +364,10 @@ def cmd_figures(args) -> None:
 
     profile = get_profile(args.profile)
     root = _results_root(args, profile)
+    out = Path(args.figures) if args.figures else figures_dir(profile.name)
+    creatable_dir(str(out), "--figures")
     if not root.is_dir():
         raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
-    out = Path(args.figures) if args.figures else figures_dir(profile.name)
     written = draw(root, out, _every_experiment())
     if args.partial:
         written += draw_partial(root, out, _every_experiment(), profile)
@@ -335,23 +388,54 @@ def cmd_report(args) -> None:
         time_markdown,
         training_time,
     )
+    from .runner import write_bytes
 
     profile = get_profile(args.profile)
     root = _results_root(args, profile)
+    if args.out:
+        writable_file(args.out, "--out")
+    if args.readme and not Path(args.readme).is_file():
+        raise ValueError(f"--readme: no file {args.readme}")
     exps = _every_experiment()
     records = build_summary(root, exps)
     claims = check_claims(root, exps)
-    print(f"## Results in {root}\n")
+    parts = [f"## Results in {root}\n"]
     if claims:
-        print("## The papers' claims\n")
-        print(claims_markdown(claims) + "\n")
+        parts += ["## The papers' claims\n", claims_markdown(claims) + "\n"]
     if args.partial and (rows := in_progress(root, exps, profile)):
-        print("## Experiments still training (claims on the stored cells only)\n")
-        print(progress_markdown(rows) + "\n")
-    print("## Training time\n")
-    print(time_markdown(training_time(root, exps)) + "\n")
-    print("## Every cell\n")
-    print(summary_markdown(records))
+        parts.append("## Experiments still training (claims on the stored cells only)\n")
+        parts.append(progress_markdown(rows) + "\n")
+    parts += ["## Training time\n", time_markdown(training_time(root, exps)) + "\n"]
+    parts += ["## Every cell\n", summary_markdown(records)]
+    text = "\n".join(parts) + "\n"
+    if args.readme:
+        _write_readme(Path(args.readme), root, exps)
+    if args.out:
+        write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
+        print(f"report: {args.out}")
+    else:
+        sys.stdout.write(text)
+
+
+def _write_readme(readme: Path, root: Path, exps: list) -> None:
+    """Rewrite the generated blocks of ``readme`` from the results in ``root`` and the
+    suite's measurement beside it (:data:`report.TEST_TIME`); a README that holds them
+    already is left alone. Says so on stderr (stdout holds the report)."""
+    from .report import TEST_TIME, readme_blocks, render_readme
+    from .runner import write_bytes
+
+    measured = readme.parent / TEST_TIME
+    tests = json.loads(measured.read_text()) if measured.exists() else None
+    text = readme.read_text()
+    if tests is None and "<!-- generated: tests -->" in text:
+        raise ValueError(
+            f"--readme: {readme} has a generated test count and {measured} does not exist; "
+            "`make test-time` writes it"
+        )
+    new = render_readme(text, readme_blocks(root, exps, tests))
+    write_bytes(readme, new.encode())
+    print(f"{readme}: generated blocks {'rewritten' if new != text else 'up to date'}",
+          file=sys.stderr)  # fmt: skip
 
 
 def cmd_bench(args) -> None:
@@ -389,9 +473,8 @@ def _add_profile(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmark", description=__doc__, formatter_class=fmt
-    )
+    # Every subparser is a OneLineParser too: a bad argument is one line, exit status 2.
+    parser = OneLineParser(prog="python -m benchmark", description=__doc__, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="architectures, experiments and profiles", formatter_class=fmt)
@@ -429,10 +512,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--coordinator", default=None, help="with --distributed: host:port")
     p.add_argument(
-        "--num-processes", type=int, default=None, help="with --distributed: processes in the job"
+        "--num-processes",
+        type=int_in(1),
+        default=None,
+        help="with --distributed: processes in the job",
     )
     p.add_argument(
-        "--process-id", type=int, default=None, help="with --distributed: this process's index"
+        "--process-id",
+        type=int_in(0),
+        default=None,
+        help="with --distributed: this process's index",
     )
     p.add_argument(
         "--figures",
@@ -495,6 +584,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list the experiments still training, with their stored cells and their "
         "claims tested on those cells only",
     )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write the markdown to this file (left alone if it holds the same text) "
+        "instead of printing it (default: print)",
+    )
+    p.add_argument(
+        "--readme",
+        default=None,
+        help="also rewrite this README's generated blocks (<!-- generated: NAME --> ... "
+        "<!-- /generated -->: the claims, the training time, the cost, the test count) from "
+        "these results and the suite's measurement, docs/test_time.json beside it "
+        "(default: none)",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
@@ -545,7 +648,10 @@ def _sigterm_interrupts():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, its one line printed)
+        return e.code if isinstance(e.code, int) else 2
     previous = _sigterm_interrupts()
     try:
         args.func(args)

@@ -10,11 +10,13 @@ the numbers behind it.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
 from .models import names as arch_names
+from .runner import write_bytes
 
 __all__ = [
     "color",
@@ -72,23 +74,28 @@ def figure(nrows: int = 1, ncols: int = 1, **kw):
 
 
 def save(fig, path: Path, caption: str) -> Path:
-    """Write ``fig`` to ``path`` (PNG) with ``caption`` (profile, steps, runs) at the foot."""
+    """Write ``fig`` to ``path`` (PNG) with ``caption`` (profile, steps, runs) at the foot;
+    a file that holds the same image already is left alone."""
     import matplotlib.pyplot as plt
 
     fig.text(0.995, 0.005, caption, ha="right", va="bottom", fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
+    write_bytes(Path(path), buf.getvalue())
     return path
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write the numbers behind a figure; floats with 6 significant digits."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in rows:
-            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+    """Write the numbers behind a figure; floats with 6 significant digits. A file that
+    holds these numbers already is left alone."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    for r in rows:
+        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+    write_bytes(Path(path), buf.getvalue().encode())
 
 
 def _steps_formatter():

@@ -7,6 +7,8 @@ takes them from the registry), so this module stays below the experiment files.
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 from . import stats
@@ -24,6 +26,9 @@ __all__ = [
     "progress_markdown",
     "training_time",
     "time_markdown",
+    "readme_blocks",
+    "render_readme",
+    "TEST_TIME",
 ]
 
 
@@ -224,3 +229,166 @@ def time_markdown(rows: list[dict]) -> str:
             f"{r['train_s'] / 60:.1f} min | {rate} |"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- README.md
+# The README's numbers are generated: each block between a line ``<!-- generated: NAME -->``
+# and a line ``<!-- /generated -->`` is rewritten from the stored results (and, for the
+# test count, from the last measurement of the suite), and a test fails where the README
+# differs from what this code writes (`make report` rewrites it).
+
+TEST_TIME = "docs/test_time.json"  # beside the README: the suite's count and time
+_BLOCK = re.compile(
+    r"^(<!-- generated: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)^(<!-- /generated -->)$", re.M | re.S
+)
+
+
+def _num(n: float) -> str:
+    """``5 100``: thousands apart, as the README writes them."""
+    return f"{n:,.0f}".replace(",", " ")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min ({seconds / 3600:.1f} h)"
+
+
+def _manifests(root: Path, experiments: list[Experiment]) -> dict[str, dict]:
+    return {
+        e.name: json.loads((root / e.name / "manifest.json").read_text())
+        for e in stored_experiments(root, experiments)
+    }
+
+
+def _cores(manifests: dict[str, dict]) -> str:
+    counts = {m.get("hardware", {}).get("cpu_count") for m in manifests.values()}
+    return f"{counts.pop()} CPU cores" if len(counts) == 1 and None not in counts else "CPU"
+
+
+def readme_claims(root: Path, experiments: list[Experiment]) -> str:
+    """The README's claims table: every claim of the stored experiments, its verdict and
+    the interval that decides it."""
+    manifests = _manifests(root, experiments)
+    rows, runs, steps = [], {}, set()
+    for exp in stored_experiments(root, experiments):
+        if not exp.claims:
+            continue
+        m = manifests[exp.name]
+        runs[exp.name] = max(c["n_runs"] for c in m["cells"])
+        steps.add(m["profile"]["train"]["steps"])
+        for c in _verdicts(exp, load_experiment(root, exp.name)):
+            where = c["source"] + ("" if exp.in_all else " (`make extend`)")
+            mark = {True: "**yes**", False: "no", None: "undecided"}[c["holds"]]
+            cells = [c["words"], where, mark, c["evidence"]]
+            rows.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    if not rows:
+        return "No experiment with claims is stored yet.\n"
+    by_runs = Counter(runs.values())
+    common = by_runs.most_common(1)[0][0]
+    parts = [
+        f"{n} runs per cell for {', '.join(e for e, r in runs.items() if r == n)}"
+        for n in sorted(by_runs, reverse=True)
+        if n != common
+    ]
+    parts.append(f"{common} for the rest" if parts else f"{common} runs per cell")
+    at = f" at {steps.pop() // 1000}k steps" if len(steps) == 1 else ""
+    head = f"| claim | source | reproduces{at} | deciding interval (paired; {'; '.join(parts)}) |"
+    return "\n".join([head, "|---|---|---|---|", *rows]) + "\n"
+
+
+def _time_rows(root: Path, experiments: list[Experiment]):
+    """:func:`training_time`'s rows, split into ``run all``'s and the others."""
+    in_all = {e.name: e.in_all for e in experiments}
+    rows = training_time(root, experiments)
+    return [r for r in rows if in_all[r["experiment"]]], [
+        r for r in rows if not in_all[r["experiment"]]
+    ]
+
+
+def _total(rows: list[dict]) -> dict:
+    return {k: sum(r[k] for r in rows) for k in ("cells", "runs", "run_steps", "train_s")}
+
+
+def readme_time(root: Path, experiments: list[Experiment]) -> str:
+    """The README's training-time table: each stored experiment's new cells and runs and
+    the time their cells recorded, each run counted once; ``make reproduce``'s total."""
+    manifests = _manifests(root, experiments)
+    main, extra = _time_rows(root, experiments)
+
+    def row(r: dict, what: str) -> str:
+        size = f"{_num(r['cells'])} cells"
+        if r["cells"] and r["runs"] % r["cells"] == 0:
+            size += f" × {_num(r['runs'] // r['cells'])} runs"
+        return (
+            f"| `{r['experiment']}`{what}: {size} | {_num(r['runs'])} | "
+            f"{r['train_s'] / 60:.1f} min ({_num(r['run_steps'] / 1e6)} M run-steps) |"
+        )
+
+    lines = [f"| experiment | new runs | training time ({_cores(manifests)}) |", "|---|---|---|"]
+    lines += [row(r, "") for r in main if r["runs"]]
+    reuse = [f"`{r['experiment']}`" for r in main if not r["runs"]]
+    if reuse:
+        lines.append(f"| {', '.join(reuse)} | 0: the cells above | 0 |")
+    t = _total(main)
+    lines.append(
+        f"| **`make reproduce`** | {_num(t['runs'])} | **{_hours(t['train_s'])}**, "
+        f"{_num(t['run_steps'] / 1e6)} M run-steps |"
+    )
+    lines += [row(r, " (`make extend`)") for r in extra if r["runs"]]
+    return "\n".join(lines) + "\n"
+
+
+def readme_cost(root: Path, experiments: list[Experiment]) -> str:
+    """The README's sentence on what a run from an empty folder costs."""
+    manifests = _manifests(root, experiments)
+    main, extra = _time_rows(root, experiments)
+    t, e = _total(main), _total(extra)
+    text = (
+        f"From an empty folder (`python -m benchmark run all --out DIR`), it trains "
+        f"{_num(t['runs'])} runs ({_num(t['run_steps'] / 1e6)} M run-steps): "
+        f"**{t['train_s'] / 3600:.1f} hours on {_cores(manifests)}**, as the committed "
+        f"cells recorded it"
+    )
+    if e["runs"]:
+        text += f"; `make extend` adds {_num(e['runs'])} runs, {e['train_s'] / 3600:.1f} hours"
+    return text + ".\n"
+
+
+def readme_tests(measured: dict) -> str:
+    """The README's test count, from the suite's last measurement (``TEST_TIME``)."""
+    text = f"`make test` runs {_num(measured['tests'])} tests"
+    if measured.get("wall_s"):
+        text += (
+            f", {measured['wall_s'] / 60:.1f} min on {measured['cpu_count']} CPU cores when "
+            f"`make test-time` last timed them ({measured['date']}, the install not included)"
+        )
+    else:
+        text += " (`make test-time` times the suite and writes its time here)"
+    return text + ".\n"
+
+
+def readme_blocks(
+    root: Path, experiments: list[Experiment], tests: dict | None = None
+) -> dict[str, str]:
+    """Every generated block of the README, by name: ``claims``, ``time`` and ``cost`` from
+    the results in ``root``; ``tests`` from ``tests`` (:data:`TEST_TIME`'s content)."""
+    blocks = {
+        "claims": readme_claims(root, experiments),
+        "time": readme_time(root, experiments),
+        "cost": readme_cost(root, experiments),
+    }
+    if tests is not None:
+        blocks["tests"] = readme_tests(tests)
+    return blocks
+
+
+def render_readme(text: str, blocks: dict[str, str]) -> str:
+    """``text`` with the body of every generated block replaced by ``blocks[name]``; a
+    ValueError names a block that ``blocks`` lacks."""
+
+    def fill(m: re.Match) -> str:
+        name = m["name"]
+        if name not in blocks:
+            raise ValueError(f"README block {name!r} has no generator; known: {', '.join(blocks)}")
+        return m.group(1) + blocks[name] + m.group(4)
+
+    return _BLOCK.sub(fill, text)

@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -105,9 +106,21 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+def write_bytes(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically, unless the file holds exactly these bytes
+    already (then it is left alone, its time stamp too). True if it wrote."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    _atomic_write(path, lambda f: f.write(data))
+    return True
+
+
+def write_json(path: Path, obj) -> bool:
+    """Write ``obj`` as indented JSON, atomically, unless the file holds it already."""
+    return write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def write_npz(path: Path, arrays: dict, meta: dict) -> None:
@@ -260,6 +273,9 @@ class Plan:
       chunks: this shard's chunks that are not on disk yet.
       skipped: this shard's chunks already on disk (interrupted work).
       lr_specs: specs of those chunks whose learning rate is still to be selected.
+      runs_stored: the runs of ``need`` already stored: in cell files (where a finished
+        run ends up, a cut run's too), and in this shard's chunks on disk.
+      cells_stored: the cells of ``need`` whose cell file holds all their runs.
     """
 
     experiments: list[Experiment]
@@ -267,6 +283,8 @@ class Plan:
     chunks: list[Chunk]
     skipped: int
     lr_specs: list[RunSpec]
+    runs_stored: int = 0
+    cells_stored: int = 0
 
     def counts(self) -> dict:
         """``cells_to_train``, ``runs_to_train`` and ``run_steps_to_train`` (LR selection
@@ -280,6 +298,9 @@ class Plan:
             "run_steps_to_train": steps,
             "chunks_to_train": len(self.chunks),
             "chunks_on_disk": self.skipped,
+            "runs_stored": self.runs_stored,
+            "cells_stored": self.cells_stored,
+            "cells": len(self.need),
         }
 
 
@@ -350,18 +371,24 @@ def plan(
             have = need.get(cell.key())
             if have is None or cell.n_runs > have[1]:
                 need[cell.key()] = (cell.spec, cell.n_runs)
-    chunks = []
+    chunks, stored, complete = [], 0, 0
     for spec, n in need.values():
-        chunks += _cell_chunks(root, spec, n, profile.chunk)[1]
+        have, pieces = _cell_chunks(root, spec, n, profile.chunk)
+        chunks += pieces
+        stored += min(have, n)
+        complete += have >= n
     # The experiments' cell order, each cell's chunks in a row: cells complete (and can
     # be committed) as the run goes, and an experiment can put first the cells a cut run
     # should have (budget). Compiled trainers are cached, so the order costs no compile.
     i, n = shard
     mine = [c for c in chunks if _shard_of(c, n) == i]
-    todo = [c for c in mine if not c.done(root)]
+    todo, on_disk = [], []
+    for c in mine:
+        (on_disk if c.done(root) else todo).append(c)
     selecting = {c.spec.key(): c.spec for c in todo if isinstance(c.spec.lr, LRSelect)}
     lr_specs = [s for k, s in selecting.items() if not (root / "lr" / f"{k}.json").exists()]
-    return Plan(list(experiments), need, todo, len(mine) - len(todo), lr_specs)
+    stored += sum(min(c.size, need[c.spec.key()][1] - c.start) for c in on_disk)
+    return Plan(list(experiments), need, todo, len(on_disk), lr_specs, stored, complete)
 
 
 # ----------------------------------------------------------------------------- running
@@ -485,15 +512,23 @@ def run(
     models: list[str] | None = None,
     progress: bool = True,
     fuse: int | str = "auto",
+    also: list[Experiment] = (),
 ) -> dict:
-    """Train every missing chunk of ``experiments`` (this shard's share), then assemble.
+    """Train every missing chunk of ``experiments`` (this shard's share), then assemble
+    them, and the experiments of ``also`` whose manifest is stored (:func:`assemble`).
 
     ``fuse``: the most runs one training call may hold, fusing chunks of one program
     (:func:`fused`); 0 trains one chunk per call; ``"auto"``: :func:`default_fuse`.
 
-    Returns ``trained`` and ``skipped`` chunk counts, ``assembled`` experiment names (an
-    experiment is assembled once all its cells hold their runs) and ``train_s``. A
-    KeyboardInterrupt becomes :class:`Interrupted`, which says how many chunks were saved.
+    Returns ``trained`` and ``skipped`` chunk counts, ``runs_trained``, ``runs_stored``
+    (the runs that were stored before: in cell files, or in chunks on disk),
+    ``cells_stored`` and ``cells`` (cells complete before, of those needed),
+    ``assembled`` experiment names (an experiment is assembled once all its cells hold
+    their runs) and ``train_s``. A KeyboardInterrupt becomes :class:`Interrupted`, which
+    says how many chunks were saved.
+
+    ``progress``: a bar (tqdm) on a terminal; where stderr is not one (a log file), a
+    plain line of runs done and time left every :data:`LOG_EVERY_S` seconds.
     """
     if fuse != "auto" and (not isinstance(fuse, int) or isinstance(fuse, bool) or fuse < 0):
         raise ValueError(f"fuse must be a number of runs >= 0 or 'auto', got {fuse!r}")
@@ -501,11 +536,12 @@ def run(
     root.mkdir(parents=True, exist_ok=True)
     bar = None
     if progress and work.chunks:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(c.size for c in work.chunks), unit="run", desc=profile.name)
-        if work.skipped:
-            bar.write(f"resuming: {work.skipped} finished chunks skipped")
+        bar = _progress(sum(c.size for c in work.chunks), profile.name)
+        if work.runs_stored:
+            bar.write(
+                f"resuming: {work.runs_stored} runs already stored "
+                f"({work.cells_stored} of {len(work.need)} cells complete)"
+            )
     t0 = time.perf_counter()
     train_s = 0.0
     try:
@@ -530,13 +566,74 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    assembled = assemble(profile, work, root, wall_s=time.perf_counter() - t0, models=models)
+    wall_s = time.perf_counter() - t0
+    assembled = assemble(profile, work, root, wall_s=wall_s, models=models, also=also)
     return {
         "trained": len(work.chunks),
         "skipped": work.skipped,
+        "runs_trained": sum(c.size for c in work.chunks),
+        "runs_stored": work.runs_stored,
+        "cells_stored": work.cells_stored,
+        "cells": len(work.need),
         "assembled": assembled,
         "train_s": train_s,
     }
+
+
+# Where stderr is not a terminal (a log file), progress is a plain line at most this often.
+LOG_EVERY_S = 60.0
+
+
+def _progress(total: int, desc: str):
+    """A progress display of ``total`` runs: tqdm's bar on a terminal, else a
+    :class:`LogProgress` (tqdm would write every refresh of its bar into the log)."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="run", desc=desc)
+    return LogProgress(total, desc)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class LogProgress:
+    """Progress for a log: one plain line on stderr at the start, then after a training
+    call once :data:`LOG_EVERY_S` seconds have passed since the last line, and at the end;
+    each line says the runs done, the time spent and the time left at the rate so far.
+    The part of tqdm's interface the runner uses."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+        self.t0 = self.last = time.monotonic()
+        self.write(f"{desc}: {total} runs to train; a line every {LOG_EVERY_S:g} s")
+
+    def write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY_S or self.n >= self.total:
+            self.last = now
+            spent = now - self.t0
+            left = spent / self.n * (self.total - self.n)
+            self.write(
+                f"{self.desc}: {self.n}/{self.total} runs ({self.n / self.total:.0%}), "
+                f"{_duration(spent)} spent, about {_duration(left)} left"
+                + (f" (last: {self.postfix})" if self.postfix else "")
+            )
+
+    def close(self) -> None:
+        pass
 
 
 def _corr_text(spec: RunSpec) -> str:
@@ -604,19 +701,36 @@ def _commits(meta: dict) -> list:
 
 
 def assemble(
-    profile: Profile, work: Plan, root: Path, wall_s: float, models: list[str] | None = None
+    profile: Profile,
+    work: Plan,
+    root: Path,
+    wall_s: float,
+    models: list[str] | None = None,
+    also: list[Experiment] = (),
 ) -> list[str]:
     """Complete every cell whose pieces are on disk; write the manifest of each experiment
-    whose cells are all complete. Returns the names of the experiments written."""
+    whose cells are all complete. Returns the names of the experiments assembled.
+
+    ``also``: more experiments, assembled as well where ``root`` holds their manifest
+    already: an experiment that reuses another's cells (``gradient_conflict`` those of
+    ``relatedness``) takes in the cells a run of that other adds (a new architecture's).
+    A manifest whose cells did not change is left alone (:func:`_same_manifest`).
+    """
     done_keys = {k for k, (spec, n) in work.need.items() if _complete_cell(root, profile, spec, n)}
+    asked = [e.name for e in work.experiments]
+    exps = list(work.experiments)
+    exps += [e for e in also if e.name not in asked and _stored_under(root, e.name, profile)]
     written = []
-    for exp in work.experiments:
-        cells = exp.cells(profile)
+    for exp in exps:
+        try:
+            cells = exp.cells(profile)
+        except ValueError:  # the profile cannot size it (budget under smoke)
+            continue
         if not all(c.key() in done_keys or stored_runs(root, c.key()) >= c.n_runs for c in cells):
             continue
         records, run_s = [], 0.0
         for c in cells:
-            _, meta = read_npz(_cell_path(root, c.key()), c.key())
+            meta = read_meta(_cell_path(root, c.key()), c.key())
             run_s += meta["train_wall_s"] * c.n_runs / meta["n_runs"]
             records.append(_cell_record(c, meta))
         manifest = {
@@ -631,9 +745,40 @@ def assemble(
             "timings": {"train_wall_s_of_its_runs": run_s, "this_invocation_s": wall_s},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json(root / exp.name / "manifest.json", manifest)
+        path = root / exp.name / "manifest.json"
+        if not _same_manifest(path, manifest):  # else keep the run that made it on record
+            write_json(path, manifest)
         written.append(exp.name)
     return written
+
+
+def _stored_under(root: Path, name: str, profile: Profile) -> bool:
+    """Whether ``root`` holds a manifest of experiment ``name`` made under ``profile``."""
+    try:
+        stored = json.loads((root / name / "manifest.json").read_text())
+        return stored["profile"]["name"] == profile.name
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
+# What a manifest records of the run that wrote it, rather than of its cells.
+PROVENANCE = ("versions", "git_commit", "hardware", "timings", "created")
+
+
+def _same_manifest(path: Path, manifest: dict) -> bool:
+    """Whether the manifest at ``path`` records the same cells, profile and experiment as
+    ``manifest`` (its provenance aside): an invocation that adds nothing rewrites nothing."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not isinstance(stored, dict):
+        return False
+
+    def content(m: dict) -> str:
+        return json.dumps({k: v for k, v in m.items() if k not in PROVENANCE}, sort_keys=True)
+
+    return content(stored) == content(manifest)
 
 
 def _cell_record(cell: Cell, meta: dict) -> dict:
@@ -813,21 +958,33 @@ def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
 # ----------------------------------------------------------------------------- merging
 
 
-def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[Experiment]) -> dict:
+def merge(
+    sources: list[Path],
+    dest: Path,
+    profile: Profile,
+    experiments: list[Experiment],
+    also: list[Experiment] = (),
+) -> dict:
     """Combine the chunks, cells and learning rates of shard folders into ``dest`` and
-    assemble what is complete. Every source is checked before anything is written."""
+    assemble what is complete (``also``: as :func:`assemble`). Every source is checked
+    before anything is written."""
     pieces: list[tuple[Path, Path]] = []
+    wanted = _keys([*experiments, *also], profile)
     for src in sources:
         if not src.is_dir():
             raise ResultsError(f"merge source {src} is not a folder")
         found = sorted((src / "chunks").glob("*/*.npz")) + sorted((src / "cells").glob("*.npz"))
         if not found:
             raise ResultsError(f"merge source {src} holds no chunks or cells")
+        metas = []
         for f in found:
             _, meta = read_npz(f)  # refuse corrupt pieces before writing anything
             if meta.get("key") != (f.parent.name if f.parent.name != "cells" else f.stem):
                 raise ResultsError(f"{f} holds spec {meta.get('key')!r}: not a piece of this")
             pieces.append((f, dest / f.relative_to(src)))
+            metas.append(meta)
+        if not any(m["key"] in wanted for m in metas):
+            raise ResultsError(_foreign(src, metas, profile, experiments))
         pieces += [(f, dest / f.relative_to(src)) for f in sorted((src / "lr").glob("*.json"))]
     copied = 0
     for f, target in pieces:
@@ -837,7 +994,34 @@ def merge(sources: list[Path], dest: Path, profile: Profile, experiments: list[E
         shutil.copy2(f, target)
         copied += 1
     work = plan(profile, experiments, dest)
-    return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0)}
+    return {"copied": copied, "assembled": assemble(profile, work, dest, wall_s=0.0, also=also)}
+
+
+def _keys(experiments: list[Experiment], profile: Profile) -> set[str]:
+    """The cell keys of ``experiments`` under ``profile`` (none of one it cannot size)."""
+    keys = set()
+    for exp in experiments:
+        try:
+            keys |= {c.key() for c in exp.cells(profile)}
+        except ValueError:  # budget under smoke
+            continue
+    return keys
+
+
+def _foreign(src: Path, metas: list[dict], profile: Profile, experiments) -> str:
+    """The error for a merge source none of whose pieces ``profile`` uses: it names the
+    profile whose training the pieces' specs record, where one does."""
+    from .protocol import PROFILES
+
+    trains = {json.dumps(m.get("spec", {}).get("train"), sort_keys=True) for m in metas}
+    guess = [
+        p.name for p in PROFILES.values() if json.dumps(p.train.to_dict(), sort_keys=True) in trains
+    ]
+    hint = f"; they were trained under --profile {' or '.join(guess)}" if guess else ""
+    return (
+        f"merge source {src}: none of its {len(metas)} chunks and cells is a cell of "
+        f"{', '.join(e.name for e in experiments)} under --profile {profile.name}{hint}"
+    )
 
 
 def _more_runs(a: Path, b: Path) -> bool:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ MAX_SEED = 2**63 - 1
 INTERRUPTED = "interrupted; no partial output was written"
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """A user error: printed as one line, exit status 2."""
 
 
@@ -74,12 +77,24 @@ def _matrix(text: str) -> np.ndarray:
     return arr
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2), not a usage
+    block; its subparsers are of this class too. ``python -m benchmark`` uses it as well.
+
+    A value that starts with a minus and a digit (``--shard -1/2``, ``--fuse -1``) is a
+    value, never an option, so that the option's own check rejects it by name.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+
+int_in = _int_in  # the integer argument type, shared with ``python -m benchmark``
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -97,7 +112,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # ----------------------------------------------------------------------------- output files
 
 
-def _writable_file(path: str, param: str) -> Path:
+def writable_file(path: str, param: str) -> Path:
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
@@ -109,7 +124,7 @@ def _writable_file(path: str, param: str) -> Path:
     return out
 
 
-def _creatable_dir(path: str, param: str) -> Path:
+def creatable_dir(path: str, param: str) -> Path:
     """Check that ``path`` is, or can be created as, a writable directory; create nothing."""
     out = Path(path)
     probe = out
@@ -118,6 +133,8 @@ def _creatable_dir(path: str, param: str) -> Path:
             break
         probe = probe.parent
     if not probe.is_dir():
+        if probe == out:
+            raise CliError(f"{param}: {path} exists and is not a directory")
         raise CliError(f"{param}: cannot create directory {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK):
         raise CliError(f"{param}: directory {probe} is not writable")
@@ -126,15 +143,75 @@ def _creatable_dir(path: str, param: str) -> Path:
 
 @contextlib.contextmanager
 def _atomic(path: Path, param: str):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success, and
+    only if it differs from ``path``: a file that holds the same bytes is left alone (its
+    time stamp too), so that redrawing what is stored changes nothing."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if not (path.is_file() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
     except OSError as e:
         raise CliError(f"{param}: cannot write {path}: {e.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- sizes
+# Peak memory per value of x (n x d float32), measured: `sample` runs eagerly, each
+# operation of the normal draws holding its own array (about 17 bytes); `corr-curve` is
+# compiled and fused (about 5 bytes), with 25 trials in flight at once.
+SAMPLE_BYTES_PER_VALUE = 20
+CURVE_BYTES_PER_VALUE = 6
+CURVE_TRIALS_AT_ONCE = 25  # curve.py's lax.map batch
+MAX_VALUES = 2**32  # one draw's counters are uint32: more values would repeat draws
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _sizes(args, spec) -> str:
+    d_flag = f"--d {spec.d}" if args.d is not None else f"--d (the preset's, {spec.d})"
+    return f"--n {args.n} points of {d_flag} inputs"
+
+
+def _check_memory(args, spec, values: int, bytes_per_value: int, what: str = "") -> None:
+    """Refuse, naming --n and --d, ``values`` values of x in memory at once (each costing
+    ``bytes_per_value`` at the peak) that this machine cannot hold, before allocating."""
+    need, free = values * bytes_per_value, available_memory()
+    if free is not None and need > free:
+        raise CliError(
+            f"{_sizes(args, spec)}{what} need about {_size(need)} of memory, more than the "
+            f"{_size(free)} available; lower --n or --d"
+        )
+
+
+def _check_counter(args, spec) -> None:
+    """Refuse a draw of more values of x than the generator's counters number."""
+    if args.n * spec.d > MAX_VALUES:
+        raise CliError(
+            f"{_sizes(args, spec)} are {args.n * spec.d:.3g} values of x in one draw, more "
+            "than the 2**32 that the generator's counters number; lower --n or --d"
+        )
 
 
 # ----------------------------------------------------------------------------- commands
@@ -152,7 +229,7 @@ def cmd_sample(args) -> None:
 
     from .core import sample, task_weights, validate_correlation
 
-    out = _writable_file(args.out, "--out")
+    out = writable_file(args.out, "--out")
     spec = _spec(args)
     if args.R is not None:
         corr, k, flag = args.R, args.R.shape[0], "--R"
@@ -167,6 +244,15 @@ def cmd_sample(args) -> None:
         r = validate_correlation(corr, n_tasks=None if args.R is not None else k, d=spec.d)
     except ValueError as e:
         raise CliError(f"{flag}: {e}") from None
+    _check_memory(args, spec, args.n * spec.d, SAMPLE_BYTES_PER_VALUE)
+    _check_counter(args, spec)
+    file_bytes = 4 * args.n * (spec.d + 2 * k)  # x, y and a margin
+    free_disk = shutil.disk_usage(out.resolve().parent).free
+    if file_bytes > free_disk:
+        raise CliError(
+            f"--out: the file of --n {args.n} points would take about {_size(file_bytes)}, "
+            f"more than the {_size(free_disk)} free on its disk; lower --n or --d"
+        )
     kw, kd = jax.random.split(jax.random.key(args.seed))
     w = task_weights(kw, spec, r)
     x, y = sample(kd, spec, args.n, w)
@@ -179,8 +265,12 @@ def cmd_sample(args) -> None:
 def cmd_corr_curve(args) -> None:
     from .curve import corr_curve, plot_corr_curve, write_curve_csv
 
-    fig_dir = _creatable_dir(args.figure, "--figures") if args.figure else None
+    fig_dir = creatable_dir(args.figure, "--figures") if args.figure else None
     spec = _spec(args)
+    at_once = min(args.trials, CURVE_TRIALS_AT_ONCE)
+    values = at_once * args.n * spec.d
+    _check_memory(args, spec, values, CURVE_BYTES_PER_VALUE, f", {at_once} trials at once,")
+    _check_counter(args, spec)
     t0 = time.perf_counter()
     curve = corr_curve(spec, tuple(args.cosines), trials=args.trials, n=args.n, seed=args.seed)
     elapsed = time.perf_counter() - t0
@@ -270,7 +360,7 @@ def cmd_calibrate(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m datagen", description=__doc__)
+    parser = OneLineParser(prog="python -m datagen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_):

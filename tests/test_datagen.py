@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -581,6 +583,21 @@ def test_cli_corr_curve_figure_and_redraw(tmp_path, capsys):
     }
 
 
+def test_cli_redrawing_the_stored_figure_rewrites_nothing(tmp_path, capsys):
+    """`make reproduce` and `make figures` on a clone recompute and redraw Figure 2: files
+    that come out byte-identical keep their bytes and their time stamps."""
+    fig_dir = tmp_path / "figs"
+    assert cli.main([*CURVE_ARGS, "--figures", str(fig_dir)]) == 0
+    for f in fig_dir.iterdir():
+        os.utime(f, ns=(10**18, 10**18))
+    before = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in fig_dir.iterdir()}
+    assert cli.main([*CURVE_ARGS, "--figures", str(fig_dir)]) == 0
+    assert cli.main(["figure", "--figures", str(fig_dir)]) == 0
+    after = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in fig_dir.iterdir()}
+    assert after == before
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("name", ["kdd18", "ple20", "google"])
 def test_cli_describe(name, capsys):
     assert cli.main(["describe", "--preset", name, "--json"]) == 0
@@ -663,6 +680,10 @@ BAD_R = {
         (["corr-curve", "--seed", "-1"], "--seed", ["an integer in [0, "]),
         (["corr-curve", "--cosines", "0.5", "1.5"], "--cosines", ["[-1, 1]", "1.5"]),
         (["corr-curve", "--cosines", "0.5", "inf"], "--cosines", ["[-1, 1]"]),
+        # sizes this machine cannot hold: refused before anything is allocated
+        (["sample", "--n", "10000000000"], "--n", ["--d", "of memory", "available"]),
+        (["sample", "--d", "100000000000"], "--d 100000000000", ["--n", "of memory"]),
+        (["corr-curve", "--n", "10000000000"], "--n", ["--d", "of memory", "trials at once"]),
     ],
     ids=lambda v: " ".join(v)[:40] if isinstance(v, list) and v and v[0] in cli_commands() else "",
 )
@@ -677,6 +698,22 @@ def test_cli_bad_values(argv, flag, needles, tmp_path, capsys):
     assert cli.main(argv) == 2
     _assert_cli_error(capsys, flag, *needles)
     assert list(out_dir.iterdir()) == []  # no output file, no temporary left behind
+
+
+def test_cli_sizes_past_the_generators_counters_or_the_disk(tmp_path, capsys, monkeypatch):
+    """With memory to spare, a draw of more than 2**32 values of x is refused (its counters
+    would repeat), and so is a file larger than its disk's free space."""
+    monkeypatch.setattr(cli, "available_memory", lambda: 2**70)
+    out = tmp_path / "x.npz"
+    assert cli.main(["sample", "--n", str(2**32 // 100 + 1), "--out", str(out)]) == 2
+    _assert_cli_error(capsys, "--n", "--d", "2**32")
+    assert cli.main(["corr-curve", "--n", str(2**32 // 100 + 1)]) == 2
+    _assert_cli_error(capsys, "--n", "--d", "2**32")
+    full = types.SimpleNamespace(total=1, used=1, free=0)
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: full)
+    assert cli.main(["sample", "--n", "1000", "--out", str(out)]) == 2
+    _assert_cli_error(capsys, "--out", "free on its disk")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_unwritable_outputs(tmp_path, capsys):

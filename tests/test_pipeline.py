@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from benchmark import cli, experiments, models, runner, stats
-from benchmark.protocol import PLE_CORRS, get_profile
+from benchmark.protocol import PAPER_CORRS, PLE_CORRS, get_profile
 from benchmark.report import build_summary, check_claims, stored_experiments
 from benchmark.runner import ResultsError, load_experiment, merge, parse_shard, plan, run
 
@@ -311,6 +311,25 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
     assert {c.series for c in res.cells if c.meta["model"] == new_arch} == {"New"}
     assert "New" in (figs / "relatedness.csv").read_text()
     assert plan(SMOKE, _exps(ALL), root).counts()["runs_to_train"] == 0
+    # The experiments that reuse relatedness's cells take in the new ones with it.
+    manifest = root / "gradient_conflict" / "manifest.json"
+    assert new_arch in {c.meta["model"] for c in load_experiment(root, "gradient_conflict").cells}
+    assert new_arch in (figs / "gradient_conflict.csv").read_text()
+    figures = ["figures", "--profile", "smoke", "--results", str(root), "--figures", str(figs)]
+    assert cli.main(figures) == 0
+    assert "no results yet" not in capsys.readouterr().err
+    # A manifest left behind (assembled before the cells were): the note says what to run.
+    stale = json.loads(manifest.read_text())
+    stale["cells"] = [c for c in stale["cells"] if c["model"] != new_arch]
+    manifest.write_text(json.dumps(stale))
+    assert cli.main(figures) == 0
+    err = capsys.readouterr().err
+    assert f"gradient_conflict: no results yet for {new_arch}; their cells are stored; " in err
+    assert "`python -m benchmark run gradient_conflict --profile smoke` assembles them" in err
+    assert cli.main(["run", "gradient_conflict", "--profile", "smoke", "--out", str(root),
+                     "--figures", str(figs)]) == 0  # fmt: skip
+    assert "trained 0 chunks" in capsys.readouterr().out
+    assert new_arch in {c.meta["model"] for c in load_experiment(root, "gradient_conflict").cells}
 
 
 def _stored_numerics(root: Path) -> int:
@@ -748,6 +767,31 @@ def test_jax_distributed_processes_train_the_shards(tmp_path, smoke_root):
         (["bench", "--runs", "0"], "--runs must be a positive integer"),
         (["bench", "--groups", "0"], "--groups takes positive integers or 'all', got '0'"),
         (["bench", "--groups", "some"], "--groups takes positive integers or 'all'"),
+        # argparse's own errors: one line too, never the usage block
+        ([], "the following arguments are required: command"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["run", "fig3", "--fuse", "-1"], "argument --fuse: a number of runs >= 0 or auto"),
+        (["run", "fig3", "--fuse", "abc"], "argument --fuse: a number of runs >= 0 or auto"),
+        (["run", "--num-processes", "abc"], "argument --num-processes: must be an integer >= 1"),
+        (["run", "--process-id", "-1"], "argument --process-id: must be an integer >= 0"),
+        (["run", "fig3", "--models"], "argument --models: expected at least one argument"),
+        (["merge", "a"], "the following arguments are required: --out"),
+        (["run", "fig3", "--bogus"], "unrecognized arguments: --bogus"),
+        (["figures", "--bogus"], "unrecognized arguments: --bogus"),
+        (["report", "--bogus"], "unrecognized arguments: --bogus"),
+        (["list", "--bogus"], "unrecognized arguments: --bogus"),
+        (["bench", "--bogus"], "unrecognized arguments: --bogus"),
+        # errors that name their flag
+        (["run", "fig3", "--profile", "smoke", "--shard", "-1/2"], "--shard i/n needs"),
+        (["run", "fig3", "--profile", "smoke", "--dry-run", "--out", "/dev/null"], "--out: /dev"),
+        (["run", "fig3", "--profile", "smoke", "--dry-run", "--figures", "/dev/null"], "--figures"),
+        (["figures", "--figures", "/dev/null"], "--figures: /dev/null exists and is not a"),
+        (["merge", "a", "--out", "/dev/null"], "--out: /dev/null exists and is not a directory"),
+        # a selection with nothing in it
+        (
+            ["run", "fig3", "--profile", "smoke", "--models", "mmoe", "--dry-run"],
+            "--models: fig3 has no cells of mmoe (its architectures: shared_bottom)",
+        ),
     ],
 )
 def test_cli_errors(argv, message, capsys, tmp_path, monkeypatch):
@@ -797,3 +841,118 @@ def test_profiles_are_consistent():
     assert math.isclose(max(DEFAULT.correlations), 1.0)
     # Sweep cells reuse the paper cells' first chunks: runs must be whole chunks.
     assert DEFAULT.paper_runs % DEFAULT.chunk == 0 and DEFAULT.sweep_runs % DEFAULT.chunk == 0
+
+
+def _tree(*roots: Path) -> dict:
+    """Every file under ``roots``: its bytes and its time stamp."""
+    return {
+        f: (f.read_bytes(), f.stat().st_mtime_ns)
+        for r in roots
+        for f in sorted(r.rglob("*") if r.is_dir() else [r])
+        if f.is_file()
+    }
+
+
+def test_a_run_that_trains_nothing_rewrites_nothing(tmp_path, capsys):
+    """What `make reproduce` does on a clone: every cell is stored, so nothing trains, and
+    the manifests (which record the run that trained them), the summary, the figures and
+    the report are left as they are, bytes and time stamps."""
+    root, figs, report = tmp_path / "r", tmp_path / "f", tmp_path / "report.md"
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--figures", str(figs)]
+    argv.append("--no-progress")
+    report_argv = ["report", "--profile", "smoke", "--results", str(root), "--out", str(report)]
+    assert cli.main(argv) == 0 and cli.main(report_argv) == 0
+    path = root / "fig3" / "manifest.json"
+    manifest = json.loads(path.read_text())  # as committed by another machine, long ago
+    manifest.update(git_commit="0" * 40, created="2000-01-01T00:00:00Z")
+    manifest["timings"]["this_invocation_s"] = 5456.77
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    for f in _tree(tmp_path):
+        os.utime(f, ns=(10**18, 10**18))
+    before = _tree(tmp_path)
+    capsys.readouterr()
+    assert cli.main(argv) == 0 and cli.main(report_argv) == 0
+    assert "trained 0 chunks" in capsys.readouterr().out
+    after = _tree(tmp_path)
+    assert sorted(after) == sorted(before)
+    changed = [str(f.relative_to(tmp_path)) for f in before if after[f] != before[f]]
+    assert not changed, f"rewritten: {changed}"
+    assert json.loads(path.read_text())["timings"]["this_invocation_s"] == 5456.77
+
+
+def test_counters_count_the_runs_stored_in_cell_files(tmp_path, monkeypatch, capsys):
+    """After an interrupt folded its finished chunks into the cell files, and on a clone
+    (cell files, no chunks), the dry run and the rerun count the runs already stored."""
+    root = tmp_path / "r"
+    real = _stop_on_call(monkeypatch, 3)
+    argv = ["run", "fig3", "--profile", "smoke", "--out", str(root), "--no-progress"]
+    assert cli.main([*argv, "--fuse", "0"]) == 130
+    shutil.rmtree(root / "chunks")  # what a commit of cells/ keeps
+    monkeypatch.setattr(runner, "_train_chunks", real)
+    cells = _exps(["fig3"])[0].cells(SMOKE)
+    total = sum(c.n_runs for c in cells)
+    capsys.readouterr()
+    assert cli.main([*argv, "--dry-run", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    stored = (counts["runs_stored"], counts["cells_stored"], counts["cells"])
+    assert stored == (2 * SMOKE.chunk, 1, len(cells))
+    assert counts["runs_to_train"] == total - 2 * SMOKE.chunk
+    assert cli.main([*argv, "--dry-run"]) == 0
+    assert f"; {2 * SMOKE.chunk} runs already stored (1 of 3 cells complete)" in (
+        capsys.readouterr().out
+    )
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"({total - 2 * SMOKE.chunk} runs)" in out
+    assert f"{2 * SMOKE.chunk} runs were stored already (1 of 3 cells complete)" in out
+    # A clone with everything stored: every run counts, none trains.
+    shutil.rmtree(root / "chunks")
+    assert cli.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would train 0 runs" in out and f"{total} runs already stored (3 of 3" in out
+    assert cli.main(argv) == 0
+    assert f"{total} runs were stored already (3 of 3 cells complete)" in capsys.readouterr().out
+
+
+def test_progress_in_a_log_is_a_plain_line_with_the_time_left(tmp_path, monkeypatch, capsys):
+    """Where stderr is not a terminal, progress is a plain line of runs done and time left
+    (tqdm would write every refresh of its bar into the log)."""
+    monkeypatch.setattr(runner, "LOG_EVERY_S", 0.0)
+    res = run(SMOKE, _exps(["fig3"]), tmp_path / "r", progress=True, fuse=0)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    total = sum(c.size for c in plan(SMOKE, _exps(["fig3"]), tmp_path / "x").chunks)
+    lines = err.splitlines()
+    assert lines[0].startswith(f"smoke: {total} runs to train")
+    assert len(lines) == 1 + res["trained"]  # a line per call at LOG_EVERY_S = 0
+    assert lines[-1].startswith(f"smoke: {total}/{total} runs (100%), ")
+    assert all(" spent, about " in line and " left" in line for line in lines[1:])
+
+
+def test_models_without_cells_in_an_experiment_get_a_note(tmp_path, capsys):
+    argv = ["run", "fig3", "fig4", "--profile", "smoke", "--models", "mmoe", "--dry-run"]
+    argv += ["--out", str(tmp_path / "r")]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == "note: fig3 has no cells of mmoe (its architectures: shared_bottom)\n"
+    assert f"in {len(PAPER_CORRS)} cells" in out
+
+
+def test_a_merge_of_another_profiles_shards_is_refused(tmp_path, capsys):
+    """Shards trained under one profile, merged under another: none of their pieces is a
+    cell the other profile uses. The merge names the flag and the profile they belong to,
+    and writes nothing; a merge that completes nothing says what each experiment lacks."""
+    shard = tmp_path / "s0"
+    run(SMOKE, _exps(["fig3"]), shard, shard=(0, 2), progress=False)
+    dest = tmp_path / "m"
+    assert cli.main(["merge", str(shard), "--out", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"merge source {shard}: none of its " in err
+    assert "under --profile default; they were trained under --profile smoke" in err
+    assert not dest.exists()
+    argv = ["merge", str(shard), "--out", str(dest), "--profile", "smoke", "--experiments", "fig3"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "assembled: none" in out
+    assert err.startswith(f"note: no experiment is complete in {dest} (cells complete: fig3 ")
+    assert "merge the other shards too" in err

@@ -1,0 +1,87 @@
+"""The README's numbers cannot go stale: its generated blocks (the claims, the training
+time, the cost, the test count) are what the stored results and the suite's measurement
+give, and that measurement counts the tests pytest collects."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import cli, experiments
+from benchmark.report import TEST_TIME, readme_blocks, render_readme
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DEFAULT = REPO / "results" / "default"
+
+
+def _every():
+    return [experiments.get(n) for n in experiments.names()]
+
+
+def _measured() -> dict:
+    return json.loads((REPO / TEST_TIME).read_text())
+
+
+def test_the_readme_holds_what_the_stored_results_give():
+    text = README.read_text()
+    names = re.findall(r"^<!-- generated: ([a-z_]+) -->$", text, re.M)
+    assert {"claims", "time", "cost", "tests"} <= set(names)
+    want = render_readme(text, readme_blocks(DEFAULT, _every(), _measured()))
+    diff = "".join(
+        difflib.unified_diff(
+            text.splitlines(True), want.splitlines(True), "README.md", "generated", n=0
+        )
+    )
+    assert want == text, f"README.md is stale; run `make report` to rewrite it:\n{diff[:3000]}"
+
+
+def test_the_measured_count_is_the_collected_count():
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    found = re.search(r"^(\d+) tests? collected", res.stdout, re.M)
+    assert found, res.stdout[-2000:] + res.stderr[-2000:]
+    collected, recorded = int(found.group(1)), _measured()["tests"]
+    assert recorded == collected, (
+        f"{TEST_TIME} records {recorded} tests, pytest collects {collected}: run "
+        "`make test-time` (it runs the suite, records its count and time, and rewrites the "
+        "README's)"
+    )
+
+
+def test_render_readme_fills_every_block_and_only_them():
+    text = "a\n<!-- generated: x -->\nold\nlines\n<!-- /generated -->\nb\n<!-- generated: x -->\n"
+    text += "<!-- /generated -->\n"
+    out = render_readme(text, {"x": "new\n"})
+    assert out == "a\n<!-- generated: x -->\nnew\n<!-- /generated -->\nb\n" \
+        "<!-- generated: x -->\nnew\n<!-- /generated -->\n"  # fmt: skip
+    assert render_readme(out, {"x": "new\n"}) == out
+    with pytest.raises(ValueError, match="'x' has no generator"):
+        render_readme(text, {"y": ""})
+
+
+def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    (tmp_path / "docs").mkdir()
+    (tmp_path / TEST_TIME).write_text(json.dumps({"tests": 7, "wall_s": 600.0, "cpu_count": 2,
+                                                   "date": "2026-01-01"}))  # fmt: skip
+    readme.write_text("# x\n<!-- generated: tests -->\nstale\n<!-- /generated -->\nend\n")
+    argv = ["report", "--results", str(DEFAULT), "--readme", str(readme)]
+    assert cli.main([*argv, "--out", str(tmp_path / "report.md")]) == 0
+    assert readme.read_text() == (
+        "# x\n<!-- generated: tests -->\n`make test` runs 7 tests, 10.0 min on 2 CPU cores when "
+        "`make test-time` last timed them (2026-01-01, the install not included).\n"
+        "<!-- /generated -->\nend\n"
+    )
+    assert "README.md: generated blocks rewritten" in capsys.readouterr().err
+    (tmp_path / TEST_TIME).unlink()
+    assert cli.main(argv) == 2
+    assert "`make test-time` writes it" in capsys.readouterr().err
