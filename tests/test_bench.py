@@ -130,10 +130,12 @@ def test_bench_one_core_probe_runs_pinned():
     assert _positive(rate)
 
 
-def _worktrees() -> str:
-    return subprocess.run(
+def _worktrees() -> set[str]:
+    """The folders of this repository's worktrees."""
+    out = subprocess.run(
         ["git", "worktree", "list", "--porcelain"], cwd=REPO, capture_output=True, text=True
     ).stdout
+    return {line for line in out.splitlines() if line.startswith("worktree ")}
 
 
 def _head_has(text: str, path: str) -> bool:
