@@ -464,6 +464,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _DescribedDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to an option's help unless the help describes it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "(default" in text else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = _Parser(prog="python -m benchmark", description=__doc__, formatter_class=fmt)
@@ -576,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="how fast the engine trains: against a naive loop, the machine's peak, another "
         "revision (docs/performance.md)",
-        formatter_class=fmt,
+        formatter_class=_DescribedDefaults,
     )
     p.add_argument(
         "--quick",
@@ -628,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--groups",
         nargs="*",
         default=None,
-        help="also time shared_bottom and mmoe at these runs per group (integers, or all)",
+        help="also time shared_bottom and mmoe at these runs per group (integers, or all) "
+        "(default: none)",
     )
     p.add_argument(
         "--objectives",
@@ -636,14 +645,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=None,
         help="also time the engine's step with each of these objectives (none named: every "
-        "registered one) against equal weights, for shared_bottom and mmoe",
+        "registered one) against equal weights, for shared_bottom and mmoe (default: none)",
     )
     p.add_argument(
         "--against",
         metavar="REV",
         default=None,
         help="run this bench (with the flags given; --json) here and in a git worktree "
-        "checkout of revision REV, alternately, and compare the engines' streaming rates",
+        "checkout of revision REV, alternately, and compare the engines' streaming rates "
+        "(default: none)",
     )
     p.add_argument(
         "--rounds",
@@ -656,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         default=None,
         help="print where MODEL's compiled streaming step spends its time instead (one "
-        "device, 10 runs, 200 steps; one objective of --objectives, default equal)",
+        "device; --runs default 10, --steps default 200; one objective of --objectives, "
+        "equal if none) (default: none)",
     )
     p.set_defaults(func=cmd_bench)
     return parser
