@@ -466,7 +466,6 @@ def run_bench(
     cwd: Path,
     *,
     env: dict | None = None,
-    preexec_fn=None,
     label: str = "bench",
     log=None,
 ) -> dict:
@@ -487,7 +486,6 @@ def run_bench(
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec_fn,
         )
         try:
             for line in proc.stderr:  # each line logged once the next one comes
@@ -521,21 +519,26 @@ def _size_flags(model: str, runs: int, steps: int, batch: int) -> list[str]:
 def one_core_rate(model: str, runs: int, steps: int, batch: int) -> float | None:
     """Engine run-steps/s of a child process pinned to one core, with one XLA device.
 
-    The 1-core side of the scaling: the child is pinned before it starts (XLA sizes its
+    The 1-core side of the scaling: the child is pinned from its start (XLA sizes its
     thread pools from the CPU affinity), so it really computes on one core. It runs
     ``bench --engine-only`` for ``model``: ``runs`` runs of ``steps`` steps of ``batch``.
     None where CPU affinity cannot be set (not Linux).
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
-    core = min(os.sched_getaffinity(0))
-    res = run_bench(
-        _size_flags(model, runs, steps, batch),
-        project_dir(),
-        env=_child_env(1),
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-        label=f"1-core probe for {model}",
-    )
+    mask = os.sched_getaffinity(0)
+    # A child inherits the CPU affinity of the thread that starts it: this thread's is
+    # narrowed to one core while the child runs (JAX's own threads keep theirs).
+    os.sched_setaffinity(0, {min(mask)})
+    try:
+        res = run_bench(
+            _size_flags(model, runs, steps, batch),
+            project_dir(),
+            env=_child_env(1),
+            label=f"1-core probe for {model}",
+        )
+    finally:
+        os.sched_setaffinity(0, mask)
     if res["cores"] != 1 or res["devices"] != 1:
         found = f"{res['cores']} cores and {res['devices']} devices"
         raise RuntimeError(f"the 1-core probe for {model} ran on {found}")
