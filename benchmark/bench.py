@@ -1,57 +1,87 @@
-"""``python -m benchmark bench``: the engine against a naive loop and the machine's peak.
+"""How fast the engine trains: the measurements behind ``python -m benchmark bench``.
 
-Everything but the 1-core probe is measured in one process, at the default profile's batch
-of 32 unless ``--batch`` says otherwise, so every ratio comes from the same conditions:
+Each function measures one thing and returns numbers; the ``bench`` subcommand of
+:mod:`benchmark.cli` chooses what to measure and prints it. Units: a *rate* is
+run-steps per second of wall time (runs x steps / s); FLOPs come from XLA's cost
+analysis of a compiled step; memory is in bytes unless a name says MB. Every rate is the
+best of several calls of a program compiled beforehand.
 
-- engine: ``train_many`` over S runs (vmap + scan, sharded over every device), timed
-  after compilation, in two data regimes: streaming (a fresh batch every step, what the
-  experiments do) and in memory (batches drawn from a fixed training set per run);
-- 1 core: the streaming engine again in a fresh process pinned to one core, for the
-  scaling across cores;
-- naive: the same model trained one run at a time by a Python loop over a jitted step,
-  the way a user would write it, in the same data regime;
-- peak: float32 matmul GFLOP/s with every core busy (one large matmul per device, all
-  devices at once);
-- achieved: FLOPs of one compiled training step of the model (XLA cost analysis; data
-  generation not counted) x steps / time, and efficiency = achieved / peak;
-- overheads: compile time, and the peak resident memory of the process so far.
+- :func:`engine_rate`: the engine's compiled trainer (:func:`benchmark.engine.trainer`,
+  the program ``train_many`` runs) over S runs, sharded over every device.
+- :func:`naive_rate`: one run at a time, a Python loop over a jitted Adam step.
+- :func:`data_share`: bench's own loop (a ``vmap`` over runs of a ``scan`` over steps),
+  with a batch sampled at every step and with a batch fed as input.
+- :func:`peak_gflops`, :func:`step_flops`: the machine's float32 matmul peak and the
+  FLOPs of one training step.
+- :func:`one_core_rate`, :func:`memory_by_runs`: ``python -m benchmark bench`` in a
+  child process pinned to one core, or in one child per sweep size.
+- :func:`compare`: ``python -m benchmark bench`` here and in a ``git worktree`` checkout
+  of another revision, alternately.
+- :func:`profile_step`: where a compiled step's time goes, operation by operation.
 
-``python -m benchmark.bench --against REV`` times this engine against git revision REV's
-(its engine, generator and models), interleaved in one process; ``--profile-step MODEL``
-prints where the time of MODEL's compiled step goes, operation by operation.
+Before a program of R runs is allocated, its memory is estimated (:func:`run_bytes`,
+then XLA's buffer sizes of the compiled program) and a sweep that would not fit is
+refused with a one-line ``ValueError`` naming the flag and its allowed range
+(:func:`check_fits`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import contextlib
+import gzip
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from datagen import _cpu_rng, get_preset, sample, task_weights
+from datagen import TaskSpec, get_preset, sample, task_weights
 
 from .engine import TrainConfig, default_group, run_keys, trainer
-from .models import ModelConfig, names, ordered
+from .models import ModelConfig
+from .objectives import task_mse
 
 PAPER_STEPS = 10_000_000  # the KDD18 figures' x axes run to about 10M steps
 PAPER_RUNS = 200 * 3 * 3  # 200 runs x 3 models x 3 correlations
-IN_MEMORY_N_TRAIN = 1024  # training-set size per run of the in-memory measurement
-# Every timing is the best of this many: the machine's throughput drifts by tens of percent.
+# Every timing is the best of this many (2 with --quick): a shared machine's throughput
+# drifts by tens of percent.
 REPEATS = 3
-# The batch the default profile trains with (benchmark.experiments), measured by default.
+# The batch the default profile trains with (benchmark.protocol), measured by default.
 DEFAULT_BATCH = 32
+# The finite training set timed beside streaming (TrainConfig.n_train).
+FINITE_N_TRAIN = 10_000_000
+# Runs per device of bench's own loop (data_share, step_flops): the engine's CPU group.
+LOOP_RUNS_PER_DEVICE = 10
+# Held-out samples per run of every program bench times (TrainConfig.n_test).
+N_TEST = 256
+# Run indices are int32 (engine.run_keys): the most runs one sweep can name.
+RUN_INDEX_MAX = 2**31 - 1
+CORRELATION, LEARNING_RATE = 0.9, 2e-3  # every timed run's p and lr
 
 
-def _rss_mb() -> float:
+def bench_config(steps: int, batch: int, n_train: int | None = None) -> TrainConfig:
+    """The training configuration every engine program of bench uses: ``steps`` steps of
+    ``batch`` samples, one evaluation at the end, :data:`N_TEST` held-out samples."""
+    return TrainConfig(
+        steps=steps, batch_size=batch, eval_every=steps, n_test=N_TEST, n_train=n_train
+    )
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb() -> float:
     """Peak resident memory of this process, MB.
 
     ``VmHWM`` of /proc/self/status where there is one: the high-water mark of this
@@ -68,11 +98,191 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def available_bytes() -> int | None:
+    """Memory this process can still take, bytes, or None where it cannot be read.
+
+    ``MemAvailable`` of /proc/meminfo, lowered to what the process's cgroup (v2) still
+    allows where it sets a limit; ``sysconf``'s available pages elsewhere.
+    """
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(used)))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    return min(found)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_fits(
+    need: int,
+    *,
+    flag: str,
+    value: int,
+    lo: int,
+    what: str,
+    cap: int | None = None,
+    available: int | None = None,
+) -> None:
+    """Refuse a measurement whose memory would not fit: a one-line ``ValueError``.
+
+    ``need`` bytes are what ``what`` (a noun phrase) takes with ``flag`` at ``value``;
+    the memory is taken to grow in proportion to the flag's value, so the allowed range is
+    ``[lo, hi]`` with ``hi = value x available / need`` (at most ``cap``). ``available``:
+    bytes, default :func:`available_bytes` (no check where that is unknown).
+    """
+    available = available_bytes() if available is None else available
+    over_cap = cap is not None and value > cap
+    if not over_cap and (available is None or need <= available):
+        return
+    hi = cap if available is None else int(value * available / max(need, 1))
+    hi = min(hi, cap) if cap is not None else hi
+    size = f"{what}: about {_gib(need)}" + (
+        f", with {_gib(available)} available" if available is not None else ""
+    )
+    if hi < lo:
+        raise ValueError(f"{flag} {value}: {size}; not even {flag} {lo} fits on this machine")
+    raise ValueError(f"{flag} must be in [{lo}, {hi}] on this machine, got {value}: {size}")
+
+
+def _nbytes(tree) -> int:
+    return sum(v.size * v.dtype.itemsize for v in jax.tree_util.tree_leaves(tree))
+
+
+def _abstract_args(runs: int):
+    """The shapes of a trainer's ``(keys, p, lr)`` for ``runs`` runs, without their memory."""
+    key = jax.ShapeDtypeStruct((runs,), jax.random.key(0).dtype)
+    scalar = jax.ShapeDtypeStruct((runs,), jnp.float32)
+    return key, scalar, scalar
+
+
+def _args(runs: int):
+    """A trainer's ``(keys, p, lr)``: ``(runs,)`` keys, correlations and learning rates."""
+    p = jnp.full((runs,), CORRELATION, jnp.float32)
+    return run_keys(0, runs), p, jnp.full((runs,), LEARNING_RATE, jnp.float32)
+
+
+def run_bytes(model: ModelConfig, task: TaskSpec, cfg: TrainConfig, devices: int) -> int:
+    """Bytes one run holds for the whole call of the engine's trainer: its key,
+    correlation and learning rate, and its results.
+
+    From ``jax.eval_shape`` of the trainer at one run per device (traced, not compiled);
+    a sweep of R runs holds at least R times this, whatever its run groups.
+    """
+    args = _abstract_args(devices)
+    out = jax.eval_shape(trainer(model, task, cfg, devices), *args)
+    return -(-(_nbytes(args) + _nbytes(out)) // devices)
+
+
+def check_runs(model: ModelConfig, task: TaskSpec, cfg: TrainConfig, runs: int, devices: int):
+    """Refuse ``runs`` runs (``--runs``) whose keys, settings and results alone would not
+    fit in memory, before anything of that size is traced, compiled or allocated."""
+    need = runs * run_bytes(model, task, cfg, devices)
+    what = f"the keys, settings and results of {runs} runs of {model.name}"
+    check_fits(need, flag="--runs", value=runs, lo=1, what=what, cap=RUN_INDEX_MAX)
+
+
+def program_bytes(compiled, devices: int) -> int:
+    """Bytes a compiled program takes on the host: its arguments, results and temporary
+    buffers (XLA's buffer assignment, per device) times the ``devices`` it runs on."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return 0
+    per_device = (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+    )
+    return per_device * devices
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def compile_engine(
+    model: ModelConfig,
+    task: TaskSpec,
+    cfg: TrainConfig,
+    runs: int,
+    devices: int,
+    group="auto",
+    objective: str = "equal",
+    *,
+    flag: str = "--runs",
+    what: str = "",
+):
+    """The engine's trainer of ``runs`` runs over ``devices`` devices, compiled from shapes.
+
+    Returns ``(compiled, compile seconds)``. Refuses (:func:`check_fits`, naming ``flag``:
+    ``--runs``, or ``--n-train`` for a finite training set) a program whose buffers would
+    not fit in memory, before any of them is allocated.
+    """
+    fn = trainer(model, task, cfg, devices, group, objective)
+    t0 = time.perf_counter()
+    compiled = fn.lower(*_abstract_args(runs)).compile()
+    compile_s = time.perf_counter() - t0
+    value, lo = (cfg.n_train, cfg.batch_size) if flag == "--n-train" else (runs, 1)
+    what = what or f"the engine's program for {runs} runs of {model.name}"
+    check_fits(program_bytes(compiled, devices), flag=flag, value=value, lo=lo, what=what)
+    return compiled, compile_s
+
+
+def best_time(fn, args, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls ``fn(*args)``, each waited for."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def engine_rate(
+    model: ModelConfig,
+    task: TaskSpec,
+    cfg: TrainConfig,
+    runs: int,
+    devices: int,
+    repeats: int = REPEATS,
+    group="auto",
+    objective: str = "equal",
+    *,
+    flag: str = "--runs",
+    what: str = "",
+) -> tuple[float, float]:
+    """``(run-steps/s, compile seconds)`` of the engine's trainer of ``runs`` runs.
+
+    ``runs`` must be a multiple of ``devices``; each device trains its runs in groups of
+    ``group`` (:func:`benchmark.engine.trainer`). The rate is ``runs x cfg.steps`` over the
+    best of ``repeats`` calls; the first call may be slower (allocation), the best absorbs
+    it. ``flag`` and ``what``: see :func:`compile_engine`.
+    """
+    compiled, compile_s = compile_engine(
+        model, task, cfg, runs, devices, group, objective, flag=flag, what=what
+    )
+    return runs * cfg.steps / best_time(compiled, _args(runs), repeats), compile_s
+
+
 def peak_gflops(sizes=(512, 1024, 2048), reps: int = 6) -> float:
     """float32 matmul GFLOP/s with every device busy: the best over ``sizes`` and 3 tries.
 
-    Each device runs a chain of ``reps`` square matmuls of one size, all devices at once.
-    The best of several sizes, so the denominator of the efficiency is not understated.
+    Each device runs a chain of ``reps`` square ``(size, size)`` matmuls, all devices at
+    once. The best of several sizes, so that an efficiency's denominator is not understated.
     """
     devices = jax.devices()
     n = len(devices)
@@ -99,11 +309,12 @@ def peak_gflops(sizes=(512, 1024, 2048), reps: int = 6) -> float:
 
 
 def _adam_step(net, opt):
-    """``(params, state, x, y) -> (params, state)``: one Adam step on the mean squared error."""
+    """``(params, state, x, y) -> (params, state)``: one Adam step on the mean squared error
+    of ``x`` (B, d) against ``y`` (B, K)."""
 
     def step(params, state, x, y):
         def loss(p):
-            return jnp.mean((net.apply(p, x)[0] - y) ** 2)
+            return jnp.mean(task_mse(net.apply(p, x)[0], y))
 
         g = jax.grad(loss)(params)
         u, state = opt.update(g, state, params)
@@ -112,106 +323,129 @@ def _adam_step(net, opt):
     return step
 
 
-def _step_flops(model: ModelConfig, spec, cfg: TrainConfig, runs: int) -> float:
-    """FLOPs of one vmapped Adam step of ``runs`` runs, from XLA's cost analysis."""
-    net = model.build(cfg.n_tasks)
-    opt = optax.adam(1e-3)
-    step_only = _adam_step(net, opt)
-    key = jax.random.key(0)
-    w = task_weights(key, spec, 0.5)
-    x, y = sample(key, spec, cfg.batch_size, w)
-    params = net.init(key, x[:1])
-    state = opt.init(params)
-    batched = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (runs,) + v.shape), params)
-    bstate = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (runs,) + jnp.shape(v)), state)
-    bx = jnp.broadcast_to(x, (runs,) + x.shape)
-    by = jnp.broadcast_to(y, (runs,) + y.shape)
-    compiled = jax.jit(jax.vmap(step_only)).lower(batched, bstate, bx, by).compile()
+def _init(net, opt, key, task: TaskSpec):
+    """A run's ``(params, Adam state, task weights (d, K))`` from its key."""
+    k_w, k_init = jax.random.split(key)
+    w = task_weights(k_w, task, CORRELATION)
+    params = net.init(k_init, jnp.zeros((1, task.d), jnp.float32))
+    return params, opt.init(params), w
+
+
+def step_flops(model: ModelConfig, task: TaskSpec, batch: int, n_tasks: int = 2) -> float:
+    """FLOPs of one training step of one run, from XLA's cost analysis: the model's forward
+    and backward pass on a ``(batch, d)`` batch and an Adam update; data generation is not
+    counted. Measured on :data:`LOOP_RUNS_PER_DEVICE` vmapped runs, divided by their number.
+    """
+    runs = LOOP_RUNS_PER_DEVICE
+    net, opt = model.build(n_tasks), optax.adam(LEARNING_RATE)
+    params, state, w = _init(net, opt, jax.random.key(0), task)
+    x, y = sample(jax.random.key(1), task, batch, w)
+
+    def tile(v):
+        return jnp.broadcast_to(v, (runs,) + jnp.shape(v))
+
+    args = [jax.tree_util.tree_map(tile, t) for t in (params, state, x, y)]
+    compiled = jax.jit(jax.vmap(_adam_step(net, opt))).lower(*args).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, list | tuple):
         cost = cost[0]
-    return float(cost.get("flops", 0.0))
+    return float(cost.get("flops", 0.0)) / runs
 
 
-def _naive_steps_per_s(
-    model: ModelConfig,
-    spec,
-    batch: int,
-    steps: int,
-    n_train: int | None = None,
-    repeats: int = REPEATS,
+def naive_rate(
+    model: ModelConfig, task: TaskSpec, batch: int, steps: int, repeats: int = REPEATS
 ) -> float:
-    """One run, a Python loop over a jitted step, the way a user would write it.
-
-    The step samples a fresh batch (``n_train=None``, streaming) or draws one from a
-    training set of ``n_train`` points held on the device (in memory).
-    """
-    net = model.build(2)
-    opt = optax.adam(1e-3)
+    """Steps/s of one run trained by a Python loop over a jitted step, the way a user would
+    write it: each step samples a fresh ``(batch, d)`` batch and takes one Adam step."""
+    net, opt = model.build(2), optax.adam(LEARNING_RATE)
     key = jax.random.key(1)
-    w = task_weights(key, spec, 0.5)
-    params = net.init(key, jnp.zeros((1, spec.d)))
-    state = opt.init(params)
+    params, state, w = _init(net, opt, key, task)
     update = _adam_step(net, opt)
-    if n_train is None:
 
-        @jax.jit
-        def step(params, state, key):
-            return update(params, state, *sample(key, spec, batch, w))
+    @jax.jit
+    def step(params, state, key):
+        return update(params, state, *sample(key, task, batch, w))
 
-    else:
-        x_all, y_all = sample(jax.random.key(2), spec, n_train, w)
+    jax.block_until_ready(step(params, state, key))
 
-        @jax.jit
-        def step(params, state, key):
-            idx = jax.random.randint(key, (batch,), 0, n_train)
-            return update(params, state, x_all[idx], y_all[idx])
-
-    params, state = step(params, state, key)
-    jax.block_until_ready(params)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    def loop():
+        p, s = params, state
         for i in range(steps):
-            params, state = step(params, state, jax.random.fold_in(key, i))
-        jax.block_until_ready(params)
-        best = min(best, time.perf_counter() - t0)
-    return steps / best
+            p, s = step(p, s, jax.random.fold_in(key, i))
+        return p
+
+    return steps / best_time(loop, (), repeats)
 
 
-def _engine(model, spec, cfg, runs, devices, repeats=REPEATS, group="auto", objective="equal"):
-    """``(run-steps/s, compile seconds)`` of the compiled trainer of ``runs`` runs.
+def _own_loop(model: ModelConfig, task: TaskSpec, batch: int, steps: int, fed: bool):
+    """Bench's own training loop, jitted: ``(keys (R,), x (R, B, d), y (R, B, K)) -> (R,)``.
 
-    ``runs`` must be a multiple of ``devices``. Times the program ``train_many`` runs
-    (with ``group`` runs per group): the best of ``repeats`` calls.
+    Each run trains ``steps`` Adam steps in a ``scan``; the runs are vmapped, and sharded
+    over every device. ``fed``: every step trains on the run's ``(x, y)``, given as input;
+    else every step samples a fresh batch (``x`` and ``y`` are unused). Returns the sum of
+    each run's final parameters, so that nothing is left out of the program.
     """
-    keys = run_keys(0, runs)
-    fn = trainer(model, spec, cfg, devices, group, objective)
-    p = jnp.full((runs,), 0.9, jnp.float32)
-    lr = jnp.full((runs,), 2e-3, jnp.float32)
-    t0 = time.perf_counter()
-    compiled = fn.lower(keys, p, lr).compile()
-    compile_s = time.perf_counter() - t0
-    best = math.inf  # the first call may be slower (allocation): the best absorbs it
+    net, opt = model.build(2), optax.adam(LEARNING_RATE)
+    update = _adam_step(net, opt)
+
+    def run(key, x, y):
+        params, state, w = _init(net, opt, key, task)
+
+        def body(carry, i):
+            xb, yb = (x, y) if fed else sample(jax.random.fold_in(key, i), task, batch, w)
+            return update(*carry, xb, yb), None
+
+        (params, _), _ = jax.lax.scan(body, (params, state), jnp.arange(steps))
+        return sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(params))
+
+    batched = jax.vmap(run)
+    devices = jax.devices()
+    if len(devices) == 1:
+        return jax.jit(batched)
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    spec = jax.sharding.PartitionSpec("runs")
+    return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=spec, out_specs=spec))
+
+
+def data_share(
+    model: ModelConfig, task: TaskSpec, batch: int, steps: int, repeats: int = REPEATS
+) -> dict:
+    """The share of a streaming step spent generating its data, in bench's own loop.
+
+    The same loop (:func:`_own_loop`, :data:`LOOP_RUNS_PER_DEVICE` runs per device, the
+    engine's layout) is compiled twice: sampling a ``(batch, d)`` batch at every step
+    (``sampled``) and training on a batch fed as input (``fed``); the two are timed in
+    turns. Returns run-steps/s of each and ``share = 1 - sampled / fed``.
+    """
+    runs = LOOP_RUNS_PER_DEVICE * jax.device_count()
+    keys = run_keys(1, runs)
+    w = task_weights(jax.random.key(2), task, CORRELATION)
+    x, y = sample(jax.random.key(3), task, runs * batch, w)
+    args = (keys, x.reshape(runs, batch, -1), y.reshape(runs, batch, -1))
+    progs = {
+        name: _own_loop(model, task, batch, steps, fed).lower(*args).compile()
+        for name, fed in (("sampled", False), ("fed", True))
+    }
+    best = dict.fromkeys(progs, math.inf)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(keys, p, lr))
-        best = min(best, time.perf_counter() - t0)
-    return runs * cfg.steps / best, compile_s
+        for name, prog in progs.items():
+            best[name] = min(best[name], best_time(prog, args, 1))
+    rates = {name: runs * steps / t for name, t in best.items()}
+    return {
+        "sampled_run_steps_per_s": rates["sampled"],
+        "fed_run_steps_per_s": rates["fed"],
+        "share": max(0.0, 1.0 - rates["sampled"] / rates["fed"]),
+    }
 
 
-_ONE_CORE_SCRIPT = """
-import json, os
-os.sched_setaffinity(0, {{{core}}})  # before JAX starts its thread pools
-import jax
-assert len(os.sched_getaffinity(0)) == 1 and jax.device_count() == 1, "not pinned to 1 core"
-from benchmark.bench import _engine
-from benchmark.engine import TrainConfig
-from benchmark.models import ModelConfig
-from datagen import get_preset
-rate, _ = _engine(ModelConfig.of("{model}"), get_preset("kdd18"), TrainConfig(**{cfg}), {runs}, 1)
-print(json.dumps(rate))
-"""
+# ----------------------------------------------------------------------------- children
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _child_env(devices: int) -> dict:
@@ -222,30 +456,191 @@ def _child_env(devices: int) -> dict:
     return env
 
 
-def one_core_rate(model: str, cfg: TrainConfig, runs: int) -> float | None:
-    """Engine run-steps/s of a fresh process pinned to one core, with one device.
+def project_dir() -> Path:
+    """The folder that holds this ``benchmark`` package: where a child process started with
+    ``python -m benchmark`` imports this very code."""
+    return Path(__file__).resolve().parents[1]
 
-    The 1-core side of the scaling: XLA sizes its thread pools from the CPU affinity, so the
-    child really computes on one core. None where CPU affinity cannot be set (not Linux).
+
+def run_bench(
+    flags: list[str],
+    cwd: Path,
+    *,
+    env: dict | None = None,
+    label: str = "bench",
+    log=None,
+) -> dict:
+    """``python -m benchmark bench --json FLAGS`` in a child process; its JSON result.
+
+    The child is this interpreter, started in ``cwd``, so that it imports the
+    ``benchmark`` and ``datagen`` packages found there. Its log lines (stderr) go to
+    ``log``, prefixed with ``[label]``; a child that fails raises a one-line ValueError
+    with its last line.
+    """
+    cmd = [sys.executable, "-m", "benchmark", "bench", "--json", *flags]
+    last = ""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for line in proc.stderr:  # each line logged once the next one comes
+                if line.strip():
+                    if last and log:
+                        log(f"[{label}] {last}")
+                    last = line.rstrip("\n")
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stderr.close()
+        if code != 0:
+            shown = " ".join(["python -m benchmark bench", *flags])
+            last = last.removeprefix("error: ")
+            raise ValueError(f"{label}: `{shown}` failed (exit status {code}): {last}")
+        if last and log:
+            log(f"[{label}] {last}")
+        out.seek(0)
+        lines = [line for line in out.read().splitlines() if line.strip()]
+    return json.loads(lines[-1])
+
+
+def _size_flags(model: str, runs: int, steps: int, batch: int) -> list[str]:
+    return ["--engine-only", "--models", model, "--runs", str(runs), "--steps", str(steps),
+            "--batch", str(batch)]  # fmt: skip
+
+
+def one_core_rate(model: str, runs: int, steps: int, batch: int) -> float | None:
+    """Engine run-steps/s of a child process pinned to one core, with one XLA device.
+
+    The 1-core side of the scaling: the child is pinned from its start (XLA sizes its
+    thread pools from the CPU affinity), so it really computes on one core. It runs
+    ``bench --engine-only`` for ``model``: ``runs`` runs of ``steps`` steps of ``batch``.
+    None where CPU affinity cannot be set (not Linux).
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
-    core = min(os.sched_getaffinity(0))
-    script = _ONE_CORE_SCRIPT.format(core=core, model=model, cfg=cfg.to_dict(), runs=runs)
-    return _child_number(script, _child_env(1), f"1-core probe for {model}")
+    mask = os.sched_getaffinity(0)
+    # A child inherits the CPU affinity of the thread that starts it: this thread's is
+    # narrowed to one core while the child runs (JAX's own threads keep theirs).
+    os.sched_setaffinity(0, {min(mask)})
+    try:
+        res = run_bench(
+            _size_flags(model, runs, steps, batch),
+            project_dir(),
+            env=_child_env(1),
+            label=f"1-core probe for {model}",
+        )
+    finally:
+        os.sched_setaffinity(0, mask)
+    if res["cores"] != 1 or res["devices"] != 1:
+        found = f"{res['cores']} cores and {res['devices']} devices"
+        raise RuntimeError(f"the 1-core probe for {model} ran on {found}")
+    return res["architectures"][model]["engine_run_steps_per_s"]
 
 
-def _child_number(script: str, env: dict | None, what: str) -> float:
-    """Run ``script`` in a fresh Python process; the number on its last stdout line."""
-    res = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, env=env
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"{what} failed: {res.stderr[-2000:]}")
-    return float(res.stdout.strip().splitlines()[-1])
+def memory_by_runs(
+    model: str = "mmoe", sizes=(25, 50, 100, 200), steps: int = 100, batch: int = DEFAULT_BATCH
+) -> dict:
+    """Peak RSS (MB) of a fresh process timing the engine on S runs, for each S in ``sizes``.
+
+    One child process (``bench --engine-only``) per size, so that each reading is that
+    sweep's own high-water mark; each child inherits this process's XLA_FLAGS.
+    """
+    out = {}
+    for runs in sizes:
+        flags = _size_flags(model, runs, steps, batch)
+        res = run_bench(flags, project_dir(), label=f"memory probe for S={runs}")
+        out[runs] = res["architectures"][model]["peak_rss_mb"]
+    return out
 
 
-def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repeats: int, log=None):
+@contextlib.contextmanager
+def checkout(rev: str):
+    """A ``git worktree`` checkout of revision ``rev`` of this project, in a temporary
+    folder: ``(folder, commit)``. The worktree is removed afterwards, also on error."""
+    repo = project_dir()
+
+    def git(*args, cwd=repo):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+    top = git("rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise ValueError(f"--against needs a git checkout of the project; {repo} is not one")
+    repo = Path(top.stdout.strip())
+    found = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if found.returncode != 0:
+        raise ValueError(f"--against: {rev!r} is not a git revision of {repo}")
+    commit = found.stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="bench_against_") as tmp:
+        folder = Path(tmp) / "checkout"
+        added = git("worktree", "add", "--detach", str(folder), commit, cwd=repo)
+        if added.returncode != 0:
+            lines = added.stderr.strip().splitlines() or ["no message"]
+            raise ValueError(f"--against: git worktree add failed: {lines[-1]}")
+        try:
+            yield folder, commit
+        finally:
+            if git("worktree", "remove", "--force", str(folder), cwd=repo).returncode != 0:
+                git("worktree", "prune", cwd=repo)
+
+
+def compare(rev: str, flags: list[str], rounds: int = 2, log=None) -> dict:
+    """The engine's streaming rate here against git revision ``rev``'s.
+
+    ``python -m benchmark bench --json FLAGS`` runs in a child process in this project's
+    folder and in a ``git worktree`` checkout of ``rev`` (:func:`checkout`), alternately,
+    ``rounds`` times each; each side's rate of an architecture is its best. FLAGS must be
+    flags that ``rev``'s bench knows. Returns, per architecture both report,
+    ``{"this_run_steps_per_s", "rev_run_steps_per_s", "speedup"}`` (this / rev).
+    """
+    log = log or (lambda s: None)
+    best: dict[str, dict[str, float]] = {"this": {}, "rev": {}}
+    with checkout(rev) as (folder, commit):
+        for _ in range(rounds):
+            for side, cwd, label in (("this", project_dir(), "this"), ("rev", folder, rev)):
+                res = run_bench(flags, cwd, label=label, log=log)
+                for name, entry in res["architectures"].items():
+                    rate = entry["engine_run_steps_per_s"]
+                    best[side][name] = max(best[side].get(name, 0.0), rate)
+    out = {"against": rev, "commit": commit, "flags": flags, "rounds": rounds}
+    archs = out["architectures"] = {}
+    for name, this in best["this"].items():
+        if name in best["rev"]:
+            other = best["rev"][name]
+            archs[name] = {
+                "this_run_steps_per_s": this,
+                "rev_run_steps_per_s": other,
+                "speedup": this / other,
+            }
+            log(f"{name:<14} {rev} {other:8.0f}, this {this:8.0f} run-steps/s: "
+                f"x{this / other:.2f}")  # fmt: skip
+    return out
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def trains(model: str, objective: str, cfg: TrainConfig | None = None) -> bool:
+    """Whether ``model`` can train with ``objective`` (:func:`engine.check`: MGDA-UB needs
+    a registered shared representation)."""
+    from .engine import check
+
+    try:
+        check(ModelConfig.of(model), cfg or TrainConfig(), objective)
+    except ValueError:
+        return False
+    return True
+
+
+def objective_costs(models, objectives, task, cfg: TrainConfig, runs: int, repeats: int, log=None):
     """The engine's streaming training cost of each objective against ``equal``:
     ``{model: {objective: {"run_steps_per_s", "ratio"}}}``, ratio = equal's rate / its rate.
 
@@ -257,193 +652,24 @@ def objective_costs(models, objectives, spec, cfg: TrainConfig, runs: int, repea
     log = log or (lambda s: None)
     objectives = ["equal", *(o for o in objectives or objective_names() if o != "equal")]
     n_dev = jax.device_count()
-    keys = run_keys(0, runs)
-    p = jnp.full((runs,), 0.9, jnp.float32)
-    lr = jnp.full((runs,), 2e-3, jnp.float32)
+    args = _args(runs)
     out = {}
     for name in models:
-        usable = [o for o in objectives if _trains(name, o)]
+        usable = [o for o in objectives if trains(name, o)]
         if len(usable) < len(objectives):
             log(f"{name:<14} cannot train {', '.join(sorted(set(objectives) - set(usable)))}")
-        fns = {
-            o: trainer(ModelConfig.of(name), spec, cfg, n_dev, "auto", o)
-            .lower(keys, p, lr)
-            .compile()
-            for o in usable
-        }
+        model = ModelConfig.of(name)
+        fns = {o: compile_engine(model, task, cfg, runs, n_dev, "auto", o)[0] for o in usable}
         best = dict.fromkeys(usable, math.inf)
         for _ in range(repeats):
             for o, fn in fns.items():
-                t0 = time.perf_counter()
-                jax.block_until_ready(fn(keys, p, lr))
-                best[o] = min(best[o], time.perf_counter() - t0)
+                best[o] = min(best[o], best_time(fn, args, 1))
         rows = out[name] = {
             o: {"run_steps_per_s": runs * cfg.steps / t, "ratio": t / best["equal"]}
             for o, t in best.items()
         }
         log(f"{name:<14} cost against equal: " + ", ".join(
             f"{o} {r['ratio']:.2f}x" for o, r in rows.items()))  # fmt: skip
-    return out
-
-
-def _trains(model: str, objective: str) -> bool:
-    """Whether ``model`` can train with ``objective`` (MGDA-UB needs a representation)."""
-    from .models import get as get_architecture
-    from .objectives import get as get_objective
-
-    return not get_objective(objective).needs_representation or bool(
-        get_architecture(model).representation
-    )
-
-
-def group_sweep(models, spec, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
-    """Engine run-steps/s for each run-group size: ``{model: {group: rate}}``.
-
-    ``groups`` holds positive integers and None (every run of a device in one group). The
-    in-memory regime, so the training step, not data generation, decides.
-    """
-    log = log or (lambda s: None)
-    out = {}
-    for name in models:
-        rates = out[name] = {}
-        for group in groups:
-            rate, _ = _engine(ModelConfig.of(name), spec, cfg, runs, jax.device_count(), 2, group)
-            rates["all" if group is None else str(group)] = rate
-        log(f"{name:<14} by run group: " + ", ".join(f"{g}: {r:.0f}" for g, r in rates.items()))
-    return out
-
-
-def measure(
-    quick: bool = False,
-    runs: int | None = None,
-    models=None,
-    log=None,
-    batch: int = DEFAULT_BATCH,
-    groups=None,
-    objectives=None,
-) -> dict:
-    """Run every measurement and return the JSON-ready result.
-
-    The machine's throughput can drift by tens of percent within seconds (shared hosts), so
-    every rate is the best of several timings (``REPEATS``; 2 with --quick), and the peak
-    is measured again after each architecture and the best reading kept: efficiencies are
-    never flattered by a slow peak.
-    """
-    log = log or (lambda s: None)
-    spec = get_preset("kdd18")
-    runs = runs or (64 if quick else 200)
-    steps = 200 if quick else 500
-    naive_steps = 200 if quick else 500
-    models = models or (["shared_bottom", "mmoe"] if quick else ordered(names()))
-    cfg = TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
-    # In memory: a fixed training set per run, batches drawn from it (TrainConfig.n_train).
-    cfg_mem = dataclasses.replace(cfg, n_train=max(IN_MEMORY_N_TRAIN, batch))
-    n_dev = jax.device_count()
-    runs = -(-runs // n_dev) * n_dev  # whole runs per device
-    repeats = 2 if quick else REPEATS
-    sizes = (512, 1024) if quick else (512, 1024, 2048)
-    peaks = [peak_gflops(sizes)]
-    log(f"peak float32 matmul: {peaks[0]:.1f} GFLOP/s on {n_dev} device(s), {os.cpu_count()} cores")
-    result = {
-        "peak_gflops": None,  # filled in at the end: the best reading
-        "peak_gflops_readings": peaks,
-        "cores": os.cpu_count(),
-        "devices": n_dev,
-        "backend": jax.default_backend(),
-        "threefry_cpu_lowering": "unrolled" if _cpu_rng.installed() else "rolled (JAX default)",
-        "runs": runs,
-        "steps": steps,
-        "batch_size": cfg.batch_size,
-        "in_memory_n_train": cfg_mem.n_train,
-        "timing": f"best of {repeats}",
-        "group": default_group(),
-        "architectures": {},
-    }
-    for name in models:
-        model = ModelConfig.of(name)
-        rate, compile_s = _engine(model, spec, cfg, runs, n_dev, repeats)
-        naive = _naive_steps_per_s(model, spec, cfg.batch_size, naive_steps, None, repeats)
-        flops = _step_flops(model, spec, cfg, runs) / runs  # per run-step, model only
-        mem_rate, _ = _engine(model, spec, cfg_mem, runs, n_dev, repeats)
-        mem_naive = _naive_steps_per_s(
-            model, spec, cfg.batch_size, naive_steps, cfg_mem.n_train, repeats
-        )
-        # The 1-core process costs a compilation and a slow run: skipped by --quick.
-        rate_1 = None if quick else one_core_rate(name, cfg, runs)
-        result["architectures"][name] = {
-            "engine_run_steps_per_s": rate,
-            "engine_samples_per_s": rate * cfg.batch_size,
-            "naive_run_steps_per_s": naive,
-            "speedup_vs_naive": rate / naive,
-            "flops_per_run_step": flops,
-            "achieved_gflops": flops * rate / 1e9,
-            "engine_run_steps_per_s_1_core": rate_1,
-            "scaling_vs_1_core": None if rate_1 is None else rate / rate_1,
-            "in_memory": {
-                "engine_run_steps_per_s": mem_rate,
-                "naive_run_steps_per_s": mem_naive,
-                "speedup_vs_naive": mem_rate / mem_naive,
-                "achieved_gflops": flops * mem_rate / 1e9,
-            },
-            "data_generation_share": max(0.0, 1.0 - rate / mem_rate),
-            "compile_s": compile_s,
-            "peak_rss_mb": _rss_mb(),
-            "paper_protocol_hours_extrapolated": PAPER_RUNS * PAPER_STEPS / rate / 3600,
-        }
-        one = "" if rate_1 is None else f" ({rate_1:.0f} on 1 core, x{rate / rate_1:.2f})"
-        log(
-            f"{name:<14} stream: engine {rate:6.0f} run-steps/s{one}, naive {naive:5.0f} "
-            f"(x{rate / naive:4.1f}), {flops * rate / 1e9:5.1f} GFLOP/s | in memory: engine "
-            f"{mem_rate:6.0f}, naive {mem_naive:5.0f} (x{mem_rate / mem_naive:4.1f}), "
-            f"{flops * mem_rate / 1e9:5.1f} GFLOP/s | compile {compile_s:4.1f} s, "
-            f"RSS {_rss_mb():.0f} MB"
-        )
-        peaks.append(peak_gflops(sizes))
-    if groups:
-        sweep_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
-        result["group_sweep"] = group_sweep(sweep_models, spec, cfg_mem, runs, groups, log)
-        result["group_sweep_stream"] = group_sweep(sweep_models, spec, cfg, runs, groups, log)
-    if objectives is not None:
-        cost_models = [m for m in ("shared_bottom", "mmoe") if m in models] or models[:1]
-        result["objective_cost"] = objective_costs(
-            cost_models, objectives, spec, cfg, runs, repeats, log
-        )
-    peak = result["peak_gflops"] = max(peaks)
-    log(f"best peak reading {peak:.1f} GFLOP/s (readings: {', '.join(f'{p:.0f}' for p in peaks)})")
-    for name, entry in result["architectures"].items():
-        entry["efficiency"] = entry["achieved_gflops"] / peak
-        entry["in_memory"]["efficiency"] = entry["in_memory"]["achieved_gflops"] / peak
-        log(
-            f"{name:<14} efficiency: {entry['efficiency']:.2f} streaming, "
-            f"{entry['in_memory']['efficiency']:.2f} in memory"
-        )
-    return result
-
-
-_MEMORY_SCRIPT = """
-from benchmark.bench import _rss_mb
-from benchmark.engine import TrainConfig, run_keys, train_many
-from benchmark.models import ModelConfig
-from datagen import get_preset
-cfg = TrainConfig(steps=100, batch_size={batch}, eval_every=100, n_test=2000)
-train_many(run_keys(0, {runs}), 0.5, 1e-3, model=ModelConfig.of("{model}"),
-           task=get_preset("kdd18"), cfg=cfg)
-print(_rss_mb())
-"""
-
-
-def memory_scaling(
-    model: str = "mmoe", sizes=(25, 50, 100, 200), batch: int = DEFAULT_BATCH
-) -> dict:
-    """Peak RSS (MB) of a fresh process training S runs, for each S in ``sizes``.
-
-    One process per size, so each reading is that sweep's own peak (a high-water mark
-    never goes down within a process). Each process inherits this one's XLA_FLAGS.
-    """
-    out = {}
-    for runs in sizes:
-        script = _MEMORY_SCRIPT.format(batch=batch, runs=runs, model=model)
-        out[runs] = _child_number(script, None, f"memory probe for S={runs}")
     return out
 
 
@@ -460,193 +686,177 @@ def parse_groups(texts) -> list:
     return out
 
 
-def main(
-    quick: bool = False,
-    as_json: bool = False,
-    runs=None,
-    models=None,
-    batch=DEFAULT_BATCH,
-    memory=False,
-    groups=None,
-    objectives=None,
-) -> None:
-    if runs is not None and runs < 1:
-        raise ValueError(f"--runs must be a positive integer, got {runs}")
-    if batch < 1:
-        raise ValueError(f"--batch must be a positive integer, got {batch}")
-    if models:
-        for m in models:
-            ModelConfig.of(m)  # unknown names fail here with the known list
+def group_sweep(models, task, cfg: TrainConfig, runs: int, groups, log=None) -> dict:
+    """The engine's streaming run-steps/s for each run-group size: ``{model: {group: rate}}``.
 
-    def log(s):
-        print(s, file=sys.stderr if as_json else sys.stdout, flush=True)
-
-    groups = parse_groups(groups)
-    if objectives:
-        from .objectives import get as get_objective
-
-        for o in objectives:
-            get_objective(o)  # unknown names fail here with the known list
-    res = measure(
-        quick=quick,
-        runs=runs,
-        models=models,
-        log=log,
-        batch=batch,
-        groups=groups,
-        objectives=objectives,
-    )
-    if memory:
-        res["memory_mb_by_runs"] = memory_scaling(batch=batch)
-        log(
-            "peak RSS of a fresh mmoe sweep, by runs S: "
-            + ", ".join(f"S={k}: {v:.0f} MB" for k, v in res["memory_mb_by_runs"].items())
-        )
-    if as_json:
-        print(json.dumps(res))
-
-
-# ----------------------------------------------------------------------------- engine vs rev
-
-
-def _load_revision(rev: str):
-    """The engine of git revision ``rev``, with that revision's generator and models.
-
-    ``datagen/core.py``, ``benchmark/models/`` and ``benchmark/engine.py`` of ``rev`` are
-    loaded under private module names, the engine's imports pointed at the revision's
-    generator and models.
+    ``groups`` holds positive integers and None (all of a device's runs in one group,
+    reported as ``"all"``); best of 2 calls each.
     """
-    import importlib.util
-    import pathlib
-    import tarfile
-    import tempfile
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="engine_rev_"))
-    tag = "_rev_" + "".join(c if c.isalnum() else "_" for c in rev)
-    archive = tmp / "rev.tar"
-    subprocess.run(
-        ["git", "archive", "-o", str(archive), rev, "datagen/core.py", "benchmark/models",
-         "benchmark/engine.py"],
-        cwd=root, check=True,
-    )  # fmt: skip
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp, filter="data")
-
-    def load(name, path, package=False):
-        spec = importlib.util.spec_from_file_location(
-            name, path, submodule_search_locations=[str(path.parent)] if package else None
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-
-    load(f"{tag}_core", tmp / "datagen" / "core.py")
-    load(f"{tag}_models", tmp / "benchmark" / "models" / "__init__.py", package=True)
-    engine = tmp / "benchmark" / "engine.py"
-    text = engine.read_text().replace("from datagen import", f"from {tag}_core import")
-    engine.write_text(text.replace("from .models import", f"from {tag}_models import"))
-    return load(f"{tag}_engine", engine), sys.modules[f"{tag}_models"]
+    log = log or (lambda s: None)
+    n_dev = jax.device_count()
+    out = {}
+    for name in models:
+        rates = out[name] = {}
+        for group in groups:
+            what = f"the engine's program for {runs} runs of {name} in groups of {group or 'all'}"
+            rate, _ = engine_rate(ModelConfig.of(name), task, cfg, runs, n_dev, 2, group, what=what)
+            rates["all" if group is None else str(group)] = rate
+        log(f"{name:<14} by run group: " + ", ".join(f"{g}: {r:.0f}" for g, r in rates.items()))
+    return out
 
 
-def compare_engines(
-    rev: str,
-    models=None,
-    runs: int = 200,
-    steps: int = 500,
+def measure(
+    models,
+    *,
+    runs: int,
+    steps: int,
     batch: int = DEFAULT_BATCH,
-    repeats: int = 7,
+    n_train: int = FINITE_N_TRAIN,
+    quick: bool = False,
+    engine_only: bool = False,
+    groups=(),
+    objectives=None,
     log=None,
 ) -> dict:
-    """Run-steps/s of this engine and of revision ``rev``'s, timed interleaved.
+    """Every measurement of ``models`` (architecture names); the JSON-ready result.
 
-    Streaming, ``runs`` runs of ``steps`` steps, sharded over every device as
-    ``train_many`` does. Both programs of an architecture are compiled first, then timed
-    one after the other ``repeats`` times; each rate is the best of its timings, by wall
-    time and by the process's CPU time (the latter is less sensitive to other processes
-    sharing the cores).
+    For each architecture, in one process: the engine's streaming program over ``runs``
+    runs (rounded up to whole runs per device) of ``steps`` steps of ``batch`` samples,
+    then, unless ``engine_only``: the engine with a finite training set of ``n_train``
+    samples, the naive loop, the step's FLOPs, the data share of bench's own loop and,
+    unless ``quick``, the 1-core probe (a child process). The matmul peak is read after
+    each architecture and the best reading kept: efficiencies are never flattered by a
+    slow reading. Every rate is the best of :data:`REPEATS` timings (2 with ``quick``).
+    ``groups`` (see :func:`parse_groups`) adds :func:`group_sweep`, ``objectives`` (a
+    list, empty for every registered one) :func:`objective_costs`, for Shared-Bottom and
+    MMoE where measured (else the first architecture).
     """
-    from . import engine as new_engine
-
     log = log or (lambda s: None)
-    old_engine, old_models = _load_revision(rev)
-    spec = get_preset("kdd18")
-    # Default: every architecture that both revisions have.
-    models = models or [m for m in ordered(names()) if m in old_models.names()]
+    task = get_preset("kdd18")
+    cfg = bench_config(steps, batch)
+    cfg_finite = bench_config(steps, batch, n_train)
     n_dev = jax.device_count()
-    runs = -(-runs // n_dev) * n_dev
-    keys = run_keys(0, runs)
-    p = jnp.full((runs,), 0.9, jnp.float32)
-    lr = jnp.full((runs,), 2e-3, jnp.float32)
-    out = {"rev": rev, "runs": runs, "steps": steps, "batch_size": batch, "devices": n_dev,
-           "timing": f"best of {repeats}, interleaved", "architectures": {}}  # fmt: skip
+    runs = -(-runs // n_dev) * n_dev  # whole runs per device
+    repeats = 2 if quick else REPEATS
+    sizes = (512, 1024) if quick else (512, 1024, 2048)
+    peaks: list[float] = []
+    result = {
+        "peak_gflops": None,  # filled in at the end: the best reading
+        "peak_gflops_readings": peaks,
+        "cores": _cores(),
+        "devices": n_dev,
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "runs": runs,
+        "steps": steps,
+        "batch_size": batch,
+        "n_test": N_TEST,
+        "finite_set_n_train": None if engine_only else n_train,
+        "timing": f"best of {repeats}",
+        "group": default_group(),
+        "architectures": {},
+    }
     for name in models:
-        progs = {}
-        pairs = (("previous", old_engine, old_models), ("this", new_engine, None))
-        for tag, eng, mods in pairs:
-            cfg = eng.TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
-            model = (mods.ModelConfig if mods else ModelConfig).of(name)
-            fn = eng.trainer(model, spec, cfg, n_dev, "auto")
-            progs[tag] = fn.lower(keys, p, lr).compile()
-            jax.block_until_ready(progs[tag](keys, p, lr))
-        wall = dict.fromkeys(progs, math.inf)
-        cpu = dict.fromkeys(progs, math.inf)
-        for _ in range(repeats):
-            for tag, prog in progs.items():
-                t0, c0 = time.perf_counter(), time.process_time()
-                jax.block_until_ready(prog(keys, p, lr))
-                wall[tag] = min(wall[tag], time.perf_counter() - t0)
-                cpu[tag] = min(cpu[tag], time.process_time() - c0)
-        work = runs * steps
-        entry = out["architectures"][name] = {
-            f"{tag}_run_steps_per_s": work / wall[tag] for tag in progs
+        model = ModelConfig.of(name)
+        check_runs(model, task, cfg, runs, n_dev)
+        rate, compile_s = engine_rate(model, task, cfg, runs, n_dev, repeats)
+        entry = result["architectures"][name] = {
+            "engine_run_steps_per_s": rate,
+            "engine_samples_per_s": rate * batch,
+            "compile_s": compile_s,
+            "peak_rss_mb": peak_rss_mb(),
         }
-        entry.update({f"{tag}_run_steps_per_cpu_s": work / cpu[tag] for tag in progs})
-        entry["speedup_wall"] = wall["previous"] / wall["this"]
-        entry["speedup_cpu"] = cpu["previous"] / cpu["this"]
-        log(
-            f"{name:<14} previous {work / wall['previous']:7.0f}, this {work / wall['this']:7.0f} "
-            f"run-steps/s: x{entry['speedup_wall']:.2f} (by CPU time x{entry['speedup_cpu']:.2f})"
+        if engine_only:
+            log(f"{name:<14} engine {rate:7.0f} run-steps/s | compile {compile_s:4.1f} s")
+            continue
+        what = f"the engine's program for {runs} runs of {name} with {n_train} training samples"
+        finite, _ = engine_rate(
+            model, task, cfg_finite, runs, n_dev, repeats, flag="--n-train", what=what
         )
-    return out
+        naive = naive_rate(model, task, batch, steps, repeats)
+        flops = step_flops(model, task, batch)
+        share = data_share(model, task, batch, steps, repeats)
+        # The 1-core process costs a compilation and a slow run: skipped by --quick.
+        rate_1 = None if quick else one_core_rate(name, runs, steps, batch)
+        entry.update(
+            {
+                "naive_run_steps_per_s": naive,
+                "speedup_vs_naive": rate / naive,
+                "flops_per_run_step": flops,
+                "achieved_gflops": flops * rate / 1e9,
+                "engine_run_steps_per_s_1_core": rate_1,
+                "scaling_vs_1_core": None if rate_1 is None else rate / rate_1,
+                "finite_set": {
+                    "n_train": n_train,
+                    "engine_run_steps_per_s": finite,
+                    "ratio_to_streaming": finite / rate,
+                },
+                "data_share": {
+                    **share,
+                    "fed_achieved_gflops": flops * share["fed_run_steps_per_s"] / 1e9,
+                },
+                "peak_rss_mb": peak_rss_mb(),
+                "paper_protocol_hours_extrapolated": PAPER_RUNS * PAPER_STEPS / rate / 3600,
+            }
+        )
+        one = "" if rate_1 is None else f" ({rate_1:.0f} on 1 core, x{rate / rate_1:.2f})"
+        log(
+            f"{name:<14} engine {rate:7.0f} run-steps/s{one}, naive {naive:5.0f} "
+            f"(x{rate / naive:4.1f}), {flops * rate / 1e9:5.1f} GFLOP/s | finite set "
+            f"x{finite / rate:.2f} | data share {share['share']:.2f} | compile "
+            f"{compile_s:4.1f} s, RSS {peak_rss_mb():.0f} MB"
+        )
+        peaks.append(peak_gflops(sizes))
+    sweep_models = [m for m in ("shared_bottom", "mmoe") if m in models] or list(models)[:1]
+    if groups:
+        result["group_sweep"] = group_sweep(sweep_models, task, cfg, runs, groups, log)
+    if objectives is not None:
+        result["objective_cost"] = objective_costs(
+            sweep_models, objectives, task, cfg, runs, repeats, log
+        )
+    if peaks:
+        peak = result["peak_gflops"] = max(peaks)
+        readings = ", ".join(f"{p:.0f}" for p in peaks)
+        log(f"best peak reading {peak:.1f} GFLOP/s (readings: {readings})")
+        for name, entry in result["architectures"].items():
+            fed = entry["data_share"]
+            entry["efficiency"] = entry["achieved_gflops"] / peak
+            fed["fed_efficiency"] = fed["fed_achieved_gflops"] / peak
+            log(f"{name:<14} efficiency: {entry['efficiency']:.2f} streaming, "
+                f"{fed['fed_efficiency']:.2f} on a fed batch")  # fmt: skip
+    return result
+
+
+# ----------------------------------------------------------------------------- profile
 
 
 def profile_step(
     model: str,
-    runs: int = 10,
+    runs: int = LOOP_RUNS_PER_DEVICE,
     steps: int = 200,
     batch: int = DEFAULT_BATCH,
     objective: str = "equal",
 ):
-    """Where a streaming step's time goes: XLA:CPU's per-operation times, from a trace.
+    """Where a streaming step's time goes: XLA's per-operation times, from a trace.
 
-    Traces one call of the compiled trainer of ``runs`` runs (one group) for ``steps``
-    steps on one device and sums the duration of each operation of the compiled program
-    (a fusion, a dot, ...) over the call. Returns ``(total_ms, [(ms, calls, name, hlo)])``,
-    largest first; ``hlo`` is the operation's line of the compiled HLO, shortened.
+    Traces one call of the engine's compiled trainer of ``runs`` runs (one group) for
+    ``steps`` steps on one device and sums the duration of each operation of the compiled
+    program (a fusion, a dot, ...) over the call. Returns ``(total_ms, [(ms, calls, name,
+    hlo)])``, largest first; ``hlo`` is the operation's line of the compiled HLO, shortened.
     """
-    import collections
-    import glob
-    import gzip
-    import re
-    import tempfile
-
-    cfg = TrainConfig(steps=steps, batch_size=batch, eval_every=steps, n_test=256)
-    keys = run_keys(0, runs)
-    p = jnp.full((runs,), 0.9, jnp.float32)
-    lr = jnp.full((runs,), 2e-3, jnp.float32)
-    fn = trainer(ModelConfig.of(model), get_preset("kdd18"), cfg, 1, runs, objective)
-    compiled = fn.lower(keys, p, lr).compile()
-    jax.block_until_ready(compiled(keys, p, lr))
-    folder = tempfile.mkdtemp(prefix="step_trace_")
-    with jax.profiler.trace(folder, create_perfetto_trace=True):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(keys, p, lr))
-        total_ms = (time.perf_counter() - t0) * 1e3
-    trace = glob.glob(folder + "/**/*.trace.json.gz", recursive=True)[0]
-    with gzip.open(trace) as f:
-        events = json.load(f)["traceEvents"]
+    cfg = bench_config(steps, batch)
+    args = _args(runs)
+    task = get_preset("kdd18")
+    compiled, _ = compile_engine(ModelConfig.of(model), task, cfg, runs, 1, runs, objective)
+    jax.block_until_ready(compiled(*args))
+    with tempfile.TemporaryDirectory(prefix="step_trace_") as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            total_ms = (time.perf_counter() - t0) * 1e3
+        trace = next(Path(folder).rglob("*.trace.json.gz"))
+        with gzip.open(trace) as f:
+            events = json.load(f)["traceEvents"]
     spent, calls = collections.Counter(), collections.Counter()
     for e in events:
         if e.get("ph") == "X":
@@ -662,73 +872,22 @@ def profile_step(
     return total_ms, rows
 
 
-_COMPARE_SCRIPT = """
-import json, sys
-from benchmark.bench import compare_engines
-log = lambda s: print(s, file=sys.stderr, flush=True)
-print(json.dumps(compare_engines({rev!r}, {models!r}, {runs}, {steps}, {batch}, {repeats}, log)))
-"""
-
-
-def _compare_main(argv=None) -> None:
-    """``python -m benchmark.bench --against REV``: this engine against revision REV's.
-
-    Runs in a child process with one XLA host device per core, as ``python -m benchmark``.
-    ``--profile-step MODEL`` prints :func:`profile_step` instead.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmark.bench",
-        description="Time this engine against a git revision's, interleaved in one process.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--against", help="git revision of the other engine")
-    parser.add_argument(
-        "--profile-step", metavar="MODEL", help="per-operation times of MODEL's step instead"
-    )
-    parser.add_argument(
-        "--models", nargs="+", default=None, help="default: every one both revisions have"
-    )
-    parser.add_argument(
-        "--objective", default="equal", help="with --profile-step: the training objective"
-    )
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default=None, help="also write the result here")
-    args = parser.parse_args(argv)
-    if args.profile_step:
-        total, rows = profile_step(args.profile_step, batch=args.batch, objective=args.objective)
-        what = f"{args.profile_step} ({args.objective})"
-        print(f"{what}: one call, 10 runs x 200 steps on 1 device: {total:.1f} ms")
-        for ms, n, name, text in rows[:25]:
-            print(f"{ms:8.1f} ms {100 * ms / total:5.1f}% {n:5d}x  {name}: {text}")
-        return
-    if not args.against:
-        parser.error("give --against REV or --profile-step MODEL")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    script = _COMPARE_SCRIPT.format(
-        rev=args.against,
-        models=args.models,
-        runs=args.runs,
-        steps=args.steps,
-        batch=args.batch,
-        repeats=args.repeats,
-    )
-    env = os.environ if "host_platform_device_count" in os.environ.get("XLA_FLAGS", "") else None
-    res = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env or _child_env(cores or 1),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(res.stdout)
-
-
-if __name__ == "__main__":
-    _compare_main()
+__all__ = [
+    "DEFAULT_BATCH",
+    "FINITE_N_TRAIN",
+    "available_bytes",
+    "bench_config",
+    "check_fits",
+    "check_runs",
+    "compare",
+    "data_share",
+    "engine_rate",
+    "measure",
+    "memory_by_runs",
+    "naive_rate",
+    "one_core_rate",
+    "peak_gflops",
+    "profile_step",
+    "run_bench",
+    "step_flops",
+]

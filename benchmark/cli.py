@@ -44,7 +44,7 @@ def figures_dir(profile_name: str) -> Path:
     return Path("results") / profile_name / "figures"
 
 
-def _check_models(models: list[str] | None) -> list[str] | None:
+def _check_models(models: list[str] | None, flag: str = "--models") -> list[str] | None:
     if not models:
         return None
     from .models import names
@@ -52,7 +52,7 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     unknown = [m for m in models if m not in names()]
     if unknown:
         raise ValueError(
-            f"--models: unknown architecture {', '.join(map(repr, unknown))}; "
+            f"{flag}: unknown architecture {', '.join(map(repr, unknown))}; "
             f"known: {', '.join(names())}"
         )
     return list(dict.fromkeys(models))
@@ -438,19 +438,88 @@ def _write_readme(readme: Path, root: Path, exps: list) -> None:
           file=sys.stderr)  # fmt: skip
 
 
-def cmd_bench(args) -> None:
-    from .bench import main as bench_main
+def _bench_flags(args) -> list[str]:
+    """The measurement flags given to ``bench``, as a child ``bench`` takes them."""
+    flags = [f for f, on in (("--quick", args.quick), ("--engine-only", args.engine_only)) if on]
+    for flag, value in (
+        ("--runs", args.runs),
+        ("--steps", args.steps),
+        ("--batch", args.batch),
+        ("--n-train", args.n_train),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags + (["--models", *args.models] if args.models else [])
 
-    bench_main(
-        quick=args.quick,
-        as_json=args.json,
-        runs=args.runs,
-        models=args.models,
-        batch=args.batch,
-        memory=args.memory,
-        groups=args.groups,
-        objectives=args.objectives,
-    )
+
+def cmd_bench(args) -> None:
+    from . import bench
+    from .objectives import get as get_objective
+
+    models = _check_models(args.models)
+    for flag in ("runs", "steps", "batch", "rounds"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be a positive integer, got {value}")
+    batch = args.batch or bench.DEFAULT_BATCH
+    n_train = bench.FINITE_N_TRAIN if args.n_train is None else args.n_train
+    if n_train < batch:
+        raise ValueError(f"--n-train must be an integer >= --batch ({batch}), got {n_train}")
+    groups = bench.parse_groups(args.groups)
+    for o in args.objectives or ():
+        get_objective(o)  # unknown names fail here with the known list
+    if args.rounds is not None and not args.against:
+        raise ValueError("--rounds goes with --against")
+
+    def log(s):
+        print(s, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if args.against:
+        if args.memory or groups or args.objectives is not None or args.profile_step:
+            raise ValueError(
+                "--against compares the engine's streaming rates; drop --memory, --groups, "
+                "--objectives and --profile-step"
+            )
+        res = bench.compare(args.against, _bench_flags(args), args.rounds or 2, log)
+    elif args.profile_step:
+        (model,) = _check_models([args.profile_step], "--profile-step")
+        if len(args.objectives or ()) > 1:
+            raise ValueError("--profile-step takes one objective in --objectives")
+        objective = (args.objectives or ["equal"])[0]
+        runs, steps = args.runs or bench.LOOP_RUNS_PER_DEVICE, args.steps or 200
+        total, rows = bench.profile_step(model, runs, steps, batch, objective)
+        print(f"{model} ({objective}): one call, {runs} runs x {steps} steps on 1 device: "
+              f"{total:.1f} ms")  # fmt: skip
+        for ms, n, name, text in rows[:25]:
+            print(f"{ms:8.1f} ms {100 * ms / total:5.1f}% {n:5d}x  {name}: {text}")
+        return
+    else:
+        res = bench.measure(
+            models or (["shared_bottom", "mmoe"] if args.quick else _ordered_models()),
+            runs=args.runs or (64 if args.quick else 200),
+            steps=args.steps or (200 if args.quick else 500),
+            batch=batch,
+            n_train=n_train,
+            quick=args.quick,
+            engine_only=args.engine_only,
+            groups=groups,
+            objectives=args.objectives,
+            log=log,
+        )
+        if args.memory:
+            res["memory_mb_by_runs"] = bench.memory_by_runs(batch=batch)
+            log(
+                "peak RSS of a fresh mmoe sweep, by runs S: "
+                + ", ".join(f"S={k}: {v:.0f} MB" for k, v in res["memory_mb_by_runs"].items())
+            )
+    if args.json:
+        print(json.dumps(res))
+
+
+def _ordered_models() -> list[str]:
+    from .models import names, ordered
+
+    return ordered(names())
 
 
 def _fuse_arg(text: str) -> int | str:
@@ -469,6 +538,14 @@ def _add_profile(p) -> None:
     p.add_argument(
         "--profile", default="default", help="smoke, quick, default, late or paper (see `list`)"
     )
+
+
+class _DescribedDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to an option's help unless the help describes it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "(default" in text else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -601,14 +678,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "bench", help="engine throughput against a naive loop and the peak", formatter_class=fmt
+        "bench",
+        help="how fast the engine trains: against a naive loop, the machine's peak, another "
+        "revision (docs/performance.md)",
+        formatter_class=_DescribedDefaults,
     )
-    p.add_argument("--quick", action="store_true", help="a short measurement (about a minute)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--runs", type=int, default=None, help="runs per sweep (default: 200)")
-    p.add_argument("--models", nargs="*", default=None, help="architectures (default: all)")
     p.add_argument(
-        "--batch", type=int, default=32, help="batch size (the default profile trains at 32)"
+        "--quick",
+        action="store_true",
+        help="a short measurement: S = 64, 200 steps, shared_bottom and mmoe, best of 2, "
+        "no 1-core probe",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per sweep, S (default: 200; 64 with --quick); at most what this "
+        "machine's memory holds",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps per run (default: 500; 200 with --quick)"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="samples per step (default: 32, the batch the default profile trains at)",
+    )
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training-set size of the finite-set column (default: 10000000)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="architectures (default: every one; shared_bottom and mmoe with --quick)",
+    )
+    p.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="time only the engine's streaming program (no peak, naive loop, finite set, "
+        "data share or 1-core probe)",
     )
     p.add_argument(
         "--memory", action="store_true", help="also peak RSS of fresh mmoe sweeps, S = 25..200"
@@ -617,7 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--groups",
         nargs="*",
         default=None,
-        help="also time shared_bottom and mmoe at these runs per group (integers, or all)",
+        help="also time shared_bottom and mmoe at these runs per group (integers, or all) "
+        "(default: none)",
     )
     p.add_argument(
         "--objectives",
@@ -625,7 +742,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=None,
         help="also time the engine's step with each of these objectives (none named: every "
-        "registered one) against equal weights, for shared_bottom and mmoe",
+        "registered one) against equal weights, for shared_bottom and mmoe (default: none)",
+    )
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="run this bench (with the flags given; --json) here and in a git worktree "
+        "checkout of revision REV, alternately, and compare the engines' streaming rates "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="with --against: runs of each side (default: 2)",
+    )
+    p.add_argument(
+        "--profile-step",
+        metavar="MODEL",
+        default=None,
+        help="print where MODEL's compiled streaming step spends its time instead (one "
+        "device; --runs default 10, --steps default 200; one objective of --objectives, "
+        "equal if none) (default: none)",
     )
     p.set_defaults(func=cmd_bench)
     return parser
