@@ -54,8 +54,9 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 report: $(STAMP)  ## print the claims' verdicts and every cell; rewrite README.md's generated numbers
 	@$(PY) -m benchmark report --profile $(PROFILE) $(README_FLAG)
 
-extend: $(STAMP)  ## the objectives study (not in `make reproduce`)
-	$(PY) -m benchmark run objectives --profile $(PROFILE)
+extend: $(STAMP)  ## the studies outside `make reproduce`: objectives, data_regime, fig3/fig4 on 10^5 points
+	$(PY) -m benchmark run objectives data_regime --profile $(PROFILE)
+	$(PY) -m benchmark run fig3 fig4 --profile n1e5
 
 dry-run: $(STAMP)  ## what `make reproduce` would train, without training
 	@$(PY) -m benchmark run all --profile $(PROFILE) --dry-run

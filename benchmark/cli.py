@@ -242,14 +242,17 @@ def _write_outputs(root: Path, profile, names, figures: str | None, no_figures: 
             print(f"figure: {path}")
 
 
-def draw(root: Path, out: Path, exps: list) -> list[Path]:
-    """Draw the figures of every experiment of ``exps`` stored in ``root`` into ``out``."""
+def draw(root: Path, out: Path, exps: list, required: bool = True) -> list[Path]:
+    """Draw the figures of every experiment of ``exps`` stored in ``root`` into ``out``;
+    none stored is an error if ``required``."""
     from .models import names as arch_names
     from .protocol import PROFILES
     from .report import stored_experiments
     from .runner import load_experiment, stale_cells, stored_runs
 
     todo = stored_experiments(root, exps)
+    if not todo and not required:
+        return []
     if not todo:
         raise ResultsError(f"no stored experiments in {root}; run `python -m benchmark run`")
     out.mkdir(parents=True, exist_ok=True)
@@ -360,7 +363,7 @@ def cmd_merge(args) -> None:
 
 def cmd_figures(args) -> None:
     from .protocol import get_profile
-    from .report import write_summary
+    from .report import stored_experiments, write_summary
 
     profile = get_profile(args.profile)
     root = _results_root(args, profile)
@@ -368,10 +371,14 @@ def cmd_figures(args) -> None:
     creatable_dir(str(out), "--figures")
     if not root.is_dir():
         raise ResultsError(f"no results folder {root}; run `python -m benchmark run` first")
-    written = draw(root, out, _every_experiment())
+    # With --partial, an experiment still training is enough to draw.
+    written = draw(root, out, _every_experiment(), required=not args.partial)
     if args.partial:
         written += draw_partial(root, out, _every_experiment(), profile)
-    write_summary(root, _every_experiment())
+        if not written:
+            raise ResultsError(f"no stored cells of any experiment in {root}")
+    if stored_experiments(root, _every_experiment()):
+        write_summary(root, _every_experiment())
     for path in written:
         print(f"figure: {path}")
 
@@ -384,6 +391,7 @@ def cmd_report(args) -> None:
         claims_markdown,
         in_progress,
         progress_markdown,
+        stored_experiments,
         summary_markdown,
         time_markdown,
         training_time,
@@ -397,7 +405,9 @@ def cmd_report(args) -> None:
     if args.readme and not Path(args.readme).is_file():
         raise ValueError(f"--readme: no file {args.readme}")
     exps = _every_experiment()
-    records = build_summary(root, exps)
+    # With --partial, an experiment still training is enough to report.
+    stored = stored_experiments(root, exps)
+    records = build_summary(root, exps) if stored or not args.partial else []
     claims = check_claims(root, exps)
     parts = [f"## Results in {root}\n"]
     if claims:
@@ -536,7 +546,9 @@ def _fuse_arg(text: str) -> int | str:
 
 def _add_profile(p) -> None:
     p.add_argument(
-        "--profile", default="default", help="smoke, quick, default, late or paper (see `list`)"
+        "--profile",
+        default="default",
+        help="smoke, quick, default, late, n1e5 or paper (see `list`)",
     )
 
 

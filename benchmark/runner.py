@@ -783,7 +783,7 @@ def _same_manifest(path: Path, manifest: dict) -> bool:
 
 def _cell_record(cell: Cell, meta: dict) -> dict:
     spec = cell.spec
-    return {
+    record = {
         "key": cell.key(),
         "series": cell.series,
         "model": spec.model.name,
@@ -799,6 +799,9 @@ def _cell_record(cell: Cell, meta: dict) -> dict:
         "lr": meta["lr"],
         "train_wall_s": meta["train_wall_s"] * cell.n_runs / meta["n_runs"],
     }
+    if spec.train.n_train is not None:  # absent for the stream, as in every older manifest
+        record["n_train"] = spec.train.n_train
+    return record
 
 
 # ----------------------------------------------------------------------------- loading

@@ -125,7 +125,29 @@ def collapse(rises=True, home_lower=True):
     return _results("expert_collapse", cells)
 
 
+def data_regime(effect_small=0.3, gain_small=0.2):
+    """Every data_regime architecture at the smallest size and in the stream, at p = 0 and
+    1: task 1's loss is 0.2 + effect·(1 − p) for a multi-task model and 0.2 + gain for the
+    single-task one, with the given effect and gain at 1e4 and 0.05 of each in the stream."""
+    from benchmark.experiments import data_regime as dr
+
+    z = _draws()
+    cells = []
+    for n, eff, g in ((10_000, effect_small, gain_small), (None, 0.05, 0.05)):
+        noise = {m: 0.01 * z() for m in dr.MODELS}  # a run's own, at every correlation
+        for p in (0.0, 1.0):
+            for m in dr.MODELS:
+                loss = 0.2 + (g if m == dr.BASELINE else eff * (1 - p)) + noise[m]
+                cell = _cell(m, p, loss)
+                cell.meta |= {"series": f"{m} @ {dr.size_label(n)}", "n_train": n}
+                cell.arrays["best"] = cell.arrays["final"]
+                cells.append(cell)
+    return _results("data_regime", cells)
+
+
 FIXTURES = {
+    "data_regime.effect_shrinks": (data_regime(), data_regime(effect_small=0.05)),
+    "data_regime.gain_shrinks": (data_regime(), data_regime(gain_small=0.0)),
     "expert_collapse.alike_with_relatedness": (collapse(), collapse(rises=False)),
     "expert_collapse.home_less_alike": (collapse(), collapse(home_lower=False)),
     "objectives.close_gap": (objectives_results(0.25), objectives_results(0.38)),
@@ -244,3 +266,47 @@ def test_the_objectives_claim_waits_for_every_objective_while_training():
              for o in others for x in (0.0, 0.2)]  # fmt: skip
     full = dataclasses.replace(partial, cells=[*res.cells, *extra])
     assert claim.test(full).holds is True  # decided: PCGrad closes the gap
+
+
+def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
+    """Its three figures draw from the stored cells; the CSVs hold the paired effect and
+    gain per size, and the single-task control's effect is 0 (its task 1 is the same run
+    at every correlation)."""
+    import csv
+
+    from benchmark.experiments import data_regime as dr
+
+    res = data_regime()
+    paths = [p for fn in experiments.get("data_regime").figures for p in fn(res, tmp_path, "c")]
+    assert sorted(p.name for p in paths) == [
+        "data_regime_effect.png",
+        "data_regime_gain.png",
+        "data_regime_loss.png",
+    ]
+    rows = list(csv.DictReader(open(tmp_path / "data_regime_effect.csv")))
+    effect = {(r["model"], r["size"]): float(r["effect"]) for r in rows}
+    assert effect[(dr.BASELINE, "1e4")] == 0.0
+    assert abs(effect[("mmoe", "1e4")] - 0.3) < 0.02
+    assert abs(effect[("mmoe", "stream")] - 0.05) < 0.02
+    gain = list(csv.DictReader(open(tmp_path / "data_regime_gain.csv")))
+    assert {r["size"] for r in gain} == {"1e4", "stream"}
+    assert dr.BASELINE not in {r["model"] for r in gain}
+
+
+def test_the_data_regime_cells_train_both_ends_of_the_grid_first():
+    """Its cells: every size, correlation and architecture, with a validation set, the
+    p = 0 and p = 1 cells (all its claims read) first; the stream cells differ from the
+    default profile's stored stream cells by the validation set only."""
+    from benchmark.experiments import data_regime as dr
+
+    prof = protocol.get_profile("default")
+    cells = dr.cells(prof)
+    assert len(cells) == len(dr.SIZES) * len(dr.CORRS) * len(dr.MODELS)
+    assert len({c.key() for c in cells}) == len(cells)
+    first = cells[: 2 * len(dr.SIZES) * len(dr.MODELS)]
+    assert {c.x for c in first} == {0.0, 1.0}
+    assert {c.spec.train.n_train for c in cells} == set(dr.SIZES)
+    assert all(c.spec.train.n_val == dr.N_VAL and c.n_runs == prof.sweep_runs for c in cells)
+    assert [dr.size_label(n) for n in dr.SIZES] == ["1e4", "3e4", "1e5", "3e5", "1e6", "stream"]
+    stream = next(c for c in cells if c.spec.train.n_train is None)
+    assert stream.key() != prof.spec(stream.model, stream.x).key()

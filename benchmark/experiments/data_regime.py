@@ -1,0 +1,324 @@
+"""Training-set size as an axis: where task relatedness acts.
+
+Every task trains on a fixed set of ``n`` points (``n`` on a half-decade grid from 10^4 to
+10^6, the sizes that public re-implementations use) or on the stream of fresh points that
+the other experiments use (the large-``n`` limit). The theory of learning with a shared
+representation puts the benefit of a related task in the finite-sample term, which
+vanishes as ``n`` grows: Baxter, "A Model of Inductive Bias Learning", JAIR 2000; Maurer,
+Pontil and Romera-Paredes, "The Benefit of Multitask Representation Learning", JMLR 2016;
+Wu, Zhang and Ré, "Understanding and Improving Information Transfer in Multi-Task
+Learning", ICLR 2020. The claims below are that theory's predictions, declared before
+training (docs/protocol.md, "Training-set size").
+
+Model selection is early stopping in every regime, the stream included: each task's test
+MSE at its lowest validation MSE (``N_VAL`` held-out points per run, evaluated every
+``eval_every`` steps). The loss is task 1's, as in KDD18's figures: task 1's weights are
+the same at every correlation (``datagen.task_weights``), so only the relatedness of its
+companion task changes along the correlation axis, and the single-task baseline's task 1 is
+the same run at every correlation (an exact control: its effect is 0).
+Not part of ``run all``: ``python -m benchmark run data_regime`` (``make extend``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import plots, stats
+from ..models import ModelConfig, get
+from ..protocol import Cell, Claim, Experiment, Verdict
+from ..runner import Results
+from . import register
+from ._common import fmt_ci
+
+SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000, None)  # None: the stream
+CORRS = (0.0, 0.5, 0.9, 0.95, 0.98, 0.99, 1.0)  # dense where the label correlation rises
+# The training order: the two ends of the grid first (every claim reads only them), then
+# the middle, then the correlations near 1.
+TRAIN_ORDER = (0.0, 1.0, 0.5, 0.9, 0.95, 0.98, 0.99)
+BASELINE = "single_task"
+MODELS = (BASELINE, "shared_bottom", "omoe", "mmoe", "ple")
+N_VAL = 2_000
+SELECTION = "best"  # early stopping, in every regime
+STREAM_AT = 10.0  # the stream's place on the size axis: this many times the largest size
+
+
+def size_label(n: int | None) -> str:
+    """``1e4``, ``3e4``, ... or ``stream``."""
+    if n is None:
+        return "stream"
+    exp = int(np.floor(np.log10(n)))
+    mant = n / 10**exp
+    return f"{mant:g}e{exp}"
+
+
+def cells(profile) -> tuple[Cell, ...]:
+    """Every (correlation, size, architecture), ``profile.sweep_runs`` runs each, in
+    ``TRAIN_ORDER``. A cell's x is its correlation; its series is ``"<label> @ <size>"``."""
+    out = []
+    for p in TRAIN_ORDER:
+        for n in SIZES:
+            for m in MODELS:
+                spec = profile.spec(ModelConfig.of(m), p, n_train=n, n_val=N_VAL)
+                label = f"{spec.model.display()} @ {size_label(n)}"
+                out.append(Cell(spec, profile.sweep_runs, series=label))
+    return tuple(out)
+
+
+def _table(res: Results) -> dict:
+    """``{(model, n): {p: (runs,) task 1's early-stopped test MSE}}``."""
+    out: dict = {}
+    for c in res.cells:
+        loss = c.loss(SELECTION)[:, 0]
+        out.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = loss
+    return out
+
+
+def _sizes(table) -> list:
+    """The stored sizes, ascending, the stream last."""
+    sizes = {n for _, n in table}
+    return sorted(s for s in sizes if s is not None) + ([None] if None in sizes else [])
+
+
+def _models(table) -> list[str]:
+    return [m for m in MODELS if any(k[0] == m for k in table)] + sorted(
+        {m for m, _ in table} - set(MODELS)
+    )
+
+
+def _size_x(n, largest: float) -> float:
+    return STREAM_AT * largest if n is None else float(n)
+
+
+def _size_axis(ax, sizes) -> None:
+    largest = max((s for s in sizes if s is not None), default=1.0)
+    ax.set_xscale("log")
+    ax.set_xticks([_size_x(n, largest) for n in sizes])
+    ax.set_xticklabels([size_label(n) for n in sizes])
+    ax.minorticks_off()
+
+
+def _diff(a, b, axis):
+    return np.mean(a - b, axis=axis)
+
+
+def effect(table, model: str, n, p: float, ref: float = 1.0):
+    """``(point, lo, hi)``: the paired relatedness effect of ``model`` at size ``n``, the
+    mean over runs of (loss at ``p`` − the same run's loss at ``ref``), with its paired
+    95% bootstrap CI."""
+    by = table[(model, n)]
+    return stats.paired_bootstrap(_diff, [by[round(p, 6)], by[round(ref, 6)]])
+
+
+def gain(table, model: str, n, p: float):
+    """``(point, lo, hi)``: the MTL gain of ``model`` at size ``n`` and correlation ``p``:
+    the mean over runs of (single-task loss − the same run's ``model`` loss), paired CI."""
+    return stats.paired_bootstrap(
+        _diff, [table[(BASELINE, n)][round(p, 6)], table[(model, n)][round(p, 6)]]
+    )
+
+
+def draw_loss(res: Results, out: Path, caption: str) -> list[Path]:
+    """One panel per training-set size: the IQM of task 1's early-stopped loss against
+    the correlation, one line per architecture, 95% bootstrap CIs. The correlations are
+    evenly spaced (they crowd near 1)."""
+    table = _table(res)
+    sizes, models = _sizes(table), _models(table)
+    ncols = min(3, len(sizes))
+    nrows = -(-len(sizes) // ncols)
+    fig, axes = plots.figure(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), sharey=True)
+    every_p = sorted({p for by in table.values() for p in by})
+    pos = {p: i for i, p in enumerate(every_p)}
+    rows = []
+    for i, n in enumerate(sizes):
+        ax = axes[i // ncols][i % ncols]
+        series = []
+        for m in models:
+            by = table.get((m, n), {})
+            ps = sorted(by)
+            if not ps:
+                continue
+            vals = np.array([[stats.iqm(by[p]), *stats.iqm_ci(by[p])] for p in ps])
+            series.append((get(m).label, plots.color(m), [pos[p] for p in ps], *vals.T))
+            rows += [[m, size_label(n), p, *v] for p, v in zip(ps, vals, strict=True)]
+        plots.plot_lines(
+            ax,
+            series,
+            "task correlation",
+            "task-1 test MSE, early-stopped (IQM; log scale)" if i % ncols == 0 else "",
+            title=f"training set: {size_label(n)}",
+            legend="inside" if i == 0 else None,
+        )
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(every_p)))
+        ax.set_xticklabels([f"{p:g}" for p in every_p], fontsize=8)
+    for j in range(len(sizes), nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    header = ["model", "size", "correlation", "iqm", "ci_lo", "ci_hi"]
+    plots.write_csv(out / "data_regime_loss.csv", header, rows)
+    return [plots.save(fig, out / "data_regime_loss.png", caption)]
+
+
+def _against_size(table, models, fn, panels, ylabel, title):
+    """Figure rows and series of ``fn(table, model, n, p)`` against size, one panel per
+    ``p`` of ``panels``."""
+    sizes = _sizes(table)
+    largest = max((s for s in sizes if s is not None), default=1.0)
+    fig, axes = plots.figure(1, len(panels), figsize=(5.5 * len(panels) + 2, 4.5), sharey=True)
+    rows = []
+    for ax, p in zip(axes[0], panels, strict=True):
+        series = []
+        for m in models:
+            have = [n for n in sizes if _has(table, m, n, p, fn)]
+            if not have:
+                continue
+            vals = np.array([fn(table, m, n, p) for n in have])
+            xs = [_size_x(n, largest) for n in have]
+            series.append((get(m).label, plots.color(m), xs, *vals.T))
+            rows += [[m, p, size_label(n), *v] for n, v in zip(have, vals, strict=True)]
+        plots.plot_lines(
+            ax,
+            series,
+            "training-set size (points per task)",
+            ylabel if p == panels[0] else "",
+            title=title(p),
+            legend="outside" if p == panels[-1] else None,
+        )
+        ax.axhline(0, color="k", lw=0.8)
+        _size_axis(ax, sizes)
+    return fig, rows
+
+
+def _has(table, m, n, p, fn) -> bool:
+    need = [(m, n, p)] + ([(m, n, 1.0)] if fn is effect else [(BASELINE, n, p)])
+    return all(round(q, 6) in table.get((mm, nn), {}) for mm, nn, q in need)
+
+
+def _effect_panels(table) -> list[float]:
+    ps = sorted({p for by in table.values() for p in by})
+    return [p for p in (ps[0], 0.9) if p in ps and p != 1.0] if ps else []
+
+
+def draw_effect(res: Results, out: Path, caption: str) -> list[Path]:
+    """The paired relatedness effect (each run's loss at ``p`` minus its loss at p = 1)
+    against the training-set size, one line per architecture, at the lowest correlation
+    and at 0.9; the single-task baseline is the control (its task 1 does not change
+    with p)."""
+    table = _table(res)
+    panels = _effect_panels(table)
+    if not panels:
+        return []
+    fig, rows = _against_size(
+        table,
+        _models(table),
+        effect,
+        panels,
+        "loss at p − the same run's loss at p = 1 (mean, paired 95% CI)",
+        lambda p: f"relatedness effect, p = {p:g} against p = 1",
+    )
+    plots.write_csv(
+        out / "data_regime_effect.csv",
+        ["model", "correlation", "size", "effect", "ci_lo", "ci_hi"],
+        rows,
+    )
+    return [plots.save(fig, out / "data_regime_effect.png", caption)]
+
+
+def draw_gain(res: Results, out: Path, caption: str) -> list[Path]:
+    """The MTL gain (single-task loss minus the model's, run by run) against the
+    training-set size, one line per architecture, at the lowest correlation, 0.9 and 1."""
+    table = _table(res)
+    ps = sorted({p for by in table.values() for p in by})
+    panels = [p for p in dict.fromkeys((ps[0], 0.9, 1.0)) if p in ps] if ps else []
+    models = [m for m in _models(table) if m != BASELINE]
+    if not panels or not models:
+        return []
+    fig, rows = _against_size(
+        table,
+        models,
+        gain,
+        panels,
+        "single-task loss − model loss (mean, paired 95% CI)",
+        lambda p: f"MTL gain at p = {p:g}",
+    )
+    header = ["model", "correlation", "size", "gain", "ci_lo", "ci_hi"]
+    plots.write_csv(out / "data_regime_gain.csv", header, rows)
+    return [plots.save(fig, out / "data_regime_gain.png", caption)]
+
+
+def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
+    """For every multi-task architecture: the paired CI of ``measure`` at the smallest
+    size minus ``measure`` in the stream is above 0. Run i shares its key across sizes
+    (task weights, initialisation, test and validation sets), so the difference is paired."""
+    table = _table(res)
+    sizes = _sizes(table)
+    if None not in sizes or len(sizes) < 2:
+        return Verdict(None, "needs the stream and a finite size")
+    missing = [m for m in MODELS if not any(k[0] == m for k in table)]
+    if missing:
+        return Verdict(None, f"waits for {', '.join(missing)}")
+    small = sizes[0]
+    parts, holds = [], True
+    for m in [m for m in _models(table) if m != BASELINE]:
+        ref = 1.0 if measure is effect else p
+        a = _per_run(table, measure, m, small, p, ref)
+        b = _per_run(table, measure, m, None, p, ref)
+        ci = stats.paired_bootstrap(_diff, [a, b])
+        holds &= bool(ci[1] > 0)
+        parts.append(f"{get(m).label} {fmt_ci(*ci)}")
+    return Verdict(holds, f"{what} at {size_label(small)} minus in the stream: " + ", ".join(parts))
+
+
+def _per_run(table, measure, m, n, p, ref):
+    """(runs,): each run's effect (loss at p − loss at ref) or gain (single-task − m)."""
+    if measure is effect:
+        by = table[(m, n)]
+        return by[round(p, 6)] - by[round(ref, 6)]
+    return table[(BASELINE, n)][round(p, 6)] - table[(m, n)][round(p, 6)]
+
+
+def effect_shrinks(res: Results) -> Verdict:
+    return _shrinks(res, effect, CORRS[0], f"effect (p = {CORRS[0]:g} − p = 1)")
+
+
+def gain_shrinks(res: Results) -> Verdict:
+    return _shrinks(res, gain, 1.0, "MTL gain at p = 1")
+
+
+CLAIMS = (
+    Claim(
+        "data_regime.effect_shrinks",
+        "Baxter 2000; Maurer et al. 2016",
+        "the benefit of a related task lives in the finite-sample term: the relatedness "
+        "effect shrinks as the training set grows",
+        f"for every multi-task architecture, the paired 95% CI of [effect at the smallest "
+        f"size − effect in the stream] is above 0; effect = loss at p = {CORRS[0]:g} − the "
+        f"same run's loss at p = 1, task 1's early-stopped test MSE, mean over runs",
+        effect_shrinks,
+    ),
+    Claim(
+        "data_regime.gain_shrinks",
+        "Baxter 2000; Wu et al. 2020",
+        "the gain from training with a related task over training alone shrinks as the "
+        "training set grows",
+        "for every multi-task architecture, the paired 95% CI of [MTL gain at p = 1 at the "
+        "smallest size − MTL gain at p = 1 in the stream] is above 0; MTL gain = single-task "
+        "loss − the same run's multi-task loss, task 1's early-stopped test MSE, mean over "
+        "runs",
+        gain_shrinks,
+    ),
+)
+
+
+register(
+    Experiment(
+        name="data_regime",
+        description="training-set size (1e4 to 1e6, and the stream) x correlation, "
+        "single-task/SB/OMoE/MMoE/PLE, early-stopped",
+        cells=cells,
+        figures=(draw_effect, draw_loss, draw_gain),
+        claims=CLAIMS,
+        in_all=False,
+    )
+)
