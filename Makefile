@@ -10,7 +10,7 @@ FIGDIR := $(if $(filter default,$(PROFILE)),figures,results/$(PROFILE)/figures)
 README_FLAG := $(if $(filter default,$(PROFILE)),--readme README.md)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install test test-time reproduce extend figures report dry-run list lint format bench clean
+.PHONY: help install test test-time reproduce extend figures report dry-run list lint format bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools into it
 
@@ -68,6 +68,11 @@ BENCH_JSON ?= figures/bench_batch32.json
 bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; BENCH_JSON=...)
 	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --json > $(BENCH_JSON).part
 	mv $(BENCH_JSON).part $(BENCH_JSON)
+
+# No install: it runs with the packages a CUDA machine already has, offline.
+GPU_OUT ?= gpu_check
+gpu-check:  ## measure an accelerator in under 6 min (no install, no network); writes $(GPU_OUT)/gpu_check.json
+	PYTHONPATH=. $(PYTHON) -m benchmark gpu-check --out $(GPU_OUT)
 
 clean:  ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -384,13 +385,15 @@ def cmd_figures(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .protocol import get_profile
+    from .protocol import REGIME_PROFILES, get_profile
     from .report import (
         build_summary,
         check_claims,
+        claims_by_regime,
         claims_markdown,
         in_progress,
         progress_markdown,
+        regimes_markdown,
         stored_experiments,
         summary_markdown,
         time_markdown,
@@ -412,6 +415,11 @@ def cmd_report(args) -> None:
     parts = [f"## Results in {root}\n"]
     if claims:
         parts += ["## The papers' claims\n", claims_markdown(claims) + "\n"]
+    if profile.name == REGIME_PROFILES[0] == root.name:  # beside the other regimes' folders
+        labels, by_regime = claims_by_regime(root.parent, exps)
+        if by_regime:
+            parts += ["## The claims in each data regime\n", regimes_markdown(labels, by_regime)]
+            parts[-1] += "\n"
     if args.partial and (rows := in_progress(root, exps, profile)):
         parts.append("## Experiments still training (claims on the stored cells only)\n")
         parts.append(progress_markdown(rows) + "\n")
@@ -779,7 +787,52 @@ def build_parser() -> argparse.ArgumentParser:
         "equal if none) (default: none)",
     )
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "gpu-check",
+        help="measure this machine's accelerator in a few minutes; writes DIR/gpu_check.json",
+        formatter_class=fmt,
+    )
+    p.add_argument("--out", required=True, help="folder of gpu_check.json")
+    p.add_argument(
+        "--results",
+        default="results/default",
+        help="stored results whose cell the check retrains (agreement)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for the throughput grid (default: 150; with --tiny, 60)",
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="sizes that run on a CPU in seconds (the test's)"
+    )
+    p.set_defaults(func=cmd_gpu_check)
     return parser
+
+
+def cmd_gpu_check(args) -> None:
+    import dataclasses
+
+    from . import gpu_check
+    from .runner import write_json
+
+    out = creatable_dir(args.out, "--out")
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
+        raise ValueError(f"--budget must be a number of seconds > 0, got {args.budget}")
+    sizes = gpu_check.TINY if args.tiny else gpu_check.CheckSizes()
+    if args.budget is not None:
+        sizes = dataclasses.replace(sizes, budget_s=args.budget)
+    report = gpu_check.run_check(sizes, Path(args.results), log=_stderr)
+    path = out / "gpu_check.json"
+    write_json(path, report)
+    print(gpu_check.summary(report))
+    print(f"written: {path}")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 _NOT_SET = object()

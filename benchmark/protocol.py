@@ -36,6 +36,8 @@ __all__ = [
     "PAPER_CORRS",
     "PLE_CORRS",
     "SWEEP_CORRS",
+    "REGIME_PROFILES",
+    "regime",
 ]
 
 PAPER_CORRS = (0.5, 0.9, 1.0)
@@ -161,6 +163,19 @@ PROFILES: dict[str, Profile] = {
         chunk=100,
     ),
 }
+
+
+# The data regimes the KDD18 claims are decided in: the default profile (the stream) and
+# the same protocol on fixed training sets (docs/protocol.md, "Training-set size").
+REGIME_PROFILES = ("default", "n1e5")
+
+
+def regime(profile: Profile | dict) -> str:
+    """The data regime of a profile (or of its ``to_dict``): ``"stream"`` or ``"1e+05
+    points"``: the training-set size per task."""
+    train = profile["train"] if isinstance(profile, dict) else dataclasses.asdict(profile.train)
+    n = train.get("n_train")
+    return "stream" if n is None else f"{n:.0e} points".replace("e+0", "e")
 
 
 def get_profile(name: str) -> Profile:

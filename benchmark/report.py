@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import stats
-from .protocol import Experiment, Profile, Verdict
+from .protocol import REGIME_PROFILES, Experiment, Profile, Verdict, get_profile, regime
 from .runner import Results, ResultsError, load_experiment, load_stored_cells, write_json
 
 __all__ = [
@@ -186,6 +186,64 @@ def claims_markdown(claims: list[dict]) -> str:
             f"| {c['words']} | {c['source']} | {mark[c['holds']]} | {c['rule']} | {c['evidence']} |"
         )
     return "\n".join(lines)
+
+
+def claims_by_regime(results: Path, experiments: list[Experiment]) -> tuple[list[str], list]:
+    """The claims of every experiment stored in a finite data regime, decided in each
+    regime of :data:`~benchmark.protocol.REGIME_PROFILES` where it is stored.
+
+    Args:
+      results: the folder of the profiles' folders (``results/``).
+    Returns:
+      the regimes' labels (``"stream"``, ``"1e5 points"``), and records ``{"claim",
+      "words", "source", "verdicts": {label: (holds, evidence)}}``, a label absent where
+      the experiment is not stored in that regime.
+    """
+    labels = [regime(get_profile(n)) for n in REGIME_PROFILES]
+    stored = {
+        n: [e.name for e in stored_experiments(results / n, experiments)] for n in REGIME_PROFILES
+    }
+    finite = {e for n in REGIME_PROFILES[1:] for e in stored[n]}
+    rows: dict[str, dict] = {}
+    for exp in experiments:
+        if exp.name not in finite or not exp.claims:
+            continue
+        for name, label in zip(REGIME_PROFILES, labels, strict=True):
+            if exp.name not in stored[name]:
+                continue
+            for c in _verdicts(exp, load_experiment(results / name, exp.name)):
+                row = rows.setdefault(
+                    c["claim"], {k: c[k] for k in ("claim", "words", "source")} | {"verdicts": {}}
+                )
+                row["verdicts"][label] = (c["holds"], c["evidence"])
+    return labels, list(rows.values())
+
+
+def regimes_markdown(labels: list[str], rows: list[dict]) -> str:
+    """:func:`claims_by_regime` as a markdown table, a column per regime."""
+    mark = {True: "**yes**", False: "no", None: "undecided"}
+    lines = [
+        "| claim | source | " + " | ".join(labels) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
+    for r in rows:
+        cells = [r["words"], r["source"]]
+        for label in labels:
+            v = r["verdicts"].get(label)
+            cells.append("not trained" if v is None else f"{mark[v[0]]}: {v[1]}")
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_regimes(results: Path, experiments: list[Experiment]) -> str:
+    """The README's table of the claims in each data regime."""
+    labels, rows = claims_by_regime(results, experiments)
+    if not rows:
+        return (
+            "No experiment with claims is stored in a finite regime yet (`make extend` "
+            "trains `fig3` and `fig4` on 10^5 points per task).\n"
+        )
+    return regimes_markdown(labels, rows) + "\n"
 
 
 def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
@@ -375,6 +433,7 @@ def readme_blocks(
         "claims": readme_claims(root, experiments),
         "time": readme_time(root, experiments),
         "cost": readme_cost(root, experiments),
+        "regimes": readme_regimes(root.parent, experiments),
     }
     if tests is not None:
         blocks["tests"] = readme_tests(tests)

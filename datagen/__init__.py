@@ -8,7 +8,6 @@ Public API::
     x, y = sample_at(key_x, spec, index, w)         # (B, d), (B, K): points by index
 """
 
-from . import _cpu_rng
 from .core import (
     TaskSpec,
     label_correlation,
@@ -19,8 +18,6 @@ from .core import (
     validate_correlation,
 )
 from .presets import PRESETS, get_preset, preset_names
-
-_cpu_rng.install()  # same numbers, faster sampling and compilation on CPU (see _cpu_rng)
 
 __all__ = [
     "TaskSpec",

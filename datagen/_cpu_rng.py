@@ -11,9 +11,12 @@ costs 44 us instead of 78 us per run-step; the whole Shared-Bottom training step
 128 is 1.2x faster; compiling the engine for PLE takes 8 s instead of 15 s (every
 parameter initialiser draws threefry bits).
 
-The switch touches a private JAX registry, so it is guarded: if a JAX version moves it,
-:func:`install` leaves JAX's default in place (only speed differs) and says so once.
-Set ``MTL_ROLLED_THREEFRY=1`` to keep JAX's default lowering.
+The switch is scoped: :func:`ensure`, which the sampler calls, installs it only when JAX's
+default backend is the CPU, and it registers the lowering for the ``cpu`` platform only, so
+a process on a GPU or TPU keeps JAX's lowering everywhere. Importing ``datagen`` changes
+nothing. The switch touches a private JAX registry, so it is guarded: if a JAX version
+moves it, :func:`install` leaves JAX's default in place (only speed differs) and says so
+once. Set ``MTL_ROLLED_THREEFRY=1`` to keep JAX's default lowering.
 """
 
 from __future__ import annotations
@@ -21,7 +24,23 @@ from __future__ import annotations
 import os
 import warnings
 
-_state = {"installed": False}
+_state = {"installed": False, "decided": False}
+
+
+def ensure() -> bool:
+    """:func:`install` if JAX's default backend is the CPU, once per process; on any other
+    backend, nothing. Called by the sampler (``datagen.core``) before it draws.
+
+    Returns:
+      whether the unrolled lowering is in place.
+    """
+    if not _state["decided"]:
+        import jax
+
+        _state["decided"] = True
+        if jax.default_backend() == "cpu":
+            install()
+    return _state["installed"]
 
 
 def install() -> bool:

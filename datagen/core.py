@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _cpu_rng
+
 try:  # the threefry2x32 block function: two 32-bit words per counter
     from jax._src.random.threefry2x32 import threefry2x32_p as _threefry2x32_p
 except ImportError:  # pragma: no cover - depends on the JAX version
@@ -218,6 +220,7 @@ def task_weights(key, spec: TaskSpec, corr, n_tasks: int = 2):
     Returns:
       ``(d, K)`` array ``W`` with ``|w_k| = c`` and ``cos(w_i, w_j) = R_ij``.
     """
+    _cpu_rng.ensure()  # the unrolled threefry lowering, on a CPU backend only
     corr = jnp.asarray(corr, jnp.float32)
     r = cosine_matrix(corr, n_tasks) if corr.ndim == 0 else corr
     u = orthonormal_basis(key, spec.d, r.shape[0])
@@ -266,6 +269,7 @@ def sample(key, spec: TaskSpec, n: int, w):
     Returns:
       ``(x, y)`` of shapes ``(n, d)`` and ``(n, K)``.
     """
+    _cpu_rng.ensure()  # the unrolled threefry lowering, on a CPU backend only
     kx, ke = jax.random.split(key)
     x = _normal(kx, (n, spec.d))
     return x, labels(ke, x, w, spec)
@@ -287,6 +291,7 @@ def sample_at(key, spec: TaskSpec, index, w):
     Returns:
       ``(x, y)`` of shapes ``(B, d)`` and ``(B, K)``.
     """
+    _cpu_rng.ensure()  # the unrolled threefry lowering, on a CPU backend only
     kx, ke = jax.random.split(key)
     rows = jnp.asarray(index).astype(jnp.uint32)
     x = _normal_rows(kx, rows, spec.d)

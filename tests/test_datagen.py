@@ -869,3 +869,35 @@ def test_python_m_datagen_entry_point():
         "error: argument --preset: unknown preset 'nope'; choose one of: kdd18, ple20, google"
         " (see `python -m datagen describe --help`)\n"
     )
+
+
+def test_the_cpu_threefry_switch_waits_for_the_sampler_and_a_cpu_backend():
+    """Importing datagen (or the benchmark) leaves JAX's lowering alone; the first draw on
+    a CPU backend installs the unrolled CPU lowering."""
+    script = (
+        "import benchmark, datagen, jax\n"
+        "from datagen import _cpu_rng\n"
+        "assert not _cpu_rng.installed()\n"
+        "spec = datagen.get_preset('kdd18', d=4)\n"
+        "w = datagen.task_weights(jax.random.key(1), spec, 0.5)\n"
+        "datagen.sample(jax.random.key(0), spec, 3, w)\n"
+        "assert _cpu_rng.installed()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MTL_ROLLED_THREEFRY"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+
+
+def test_the_cpu_threefry_switch_is_absent_on_other_backends(monkeypatch):
+    """On a GPU or TPU backend, ensure() installs nothing (JAX's own lowering stays)."""
+    from datagen import _cpu_rng
+
+    calls = []
+    monkeypatch.setattr(_cpu_rng, "_state", {"installed": False, "decided": False})
+    monkeypatch.setattr(_cpu_rng, "install", lambda: calls.append(1) or True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert _cpu_rng.ensure() is False
+    assert calls == []
+    monkeypatch.setattr(_cpu_rng, "_state", {"installed": False, "decided": False})
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    _cpu_rng.ensure()
+    assert calls == [1]

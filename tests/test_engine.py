@@ -486,3 +486,18 @@ def test_gate_statistics_extremes():
 def test_device_count_must_be_positive(devices):
     with pytest.raises(ValueError, match="devices must be a positive integer"):
         _train(run_keys(0, 1), 0.5, 1e-2, devices=devices)
+
+
+def test_the_host_device_flag_is_set_on_a_cpu_only():
+    """The CLI's one host device per core: set on a CPU, left alone on an accelerator or
+    where the user set it."""
+    from benchmark import _host
+
+    cpu = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_foo=1"}
+    assert _host.xla_flags(cpu) == f"--xla_cpu_foo=1 --{_host.FLAG}={_host.cores()}"
+    assert _host.xla_flags({"XLA_FLAGS": f"--{_host.FLAG}=3"}, accelerator=False) is None
+    assert _host.xla_flags({"JAX_PLATFORMS": "cuda"}) is None
+    assert _host.xla_flags({"JAX_PLATFORMS": "tpu,cpu"}) is None
+    assert _host.xla_flags({}, accelerator=True) is None
+    assert _host.accelerator_expected({"JAX_PLATFORMS": "cpu,cuda"}) is False
+    assert _host.accelerator_expected({}) is False  # this machine: no accelerator plugin

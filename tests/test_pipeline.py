@@ -573,6 +573,45 @@ def test_figures_partial_draws_the_experiments_still_training(smoke_root, tmp_pa
     assert "needs_every_cell needs cells that are not stored yet" in capsys.readouterr().err
 
 
+def test_partial_needs_no_complete_experiment(smoke_root, tmp_path, capsys):
+    """A folder that holds cells but no complete experiment (a first study still training):
+    `figures` and `report` refuse it, and with --partial draw and report what is stored."""
+    root = tmp_path / "smoke"
+    shutil.copytree(smoke_root / "cells", root / "cells")
+    figs = tmp_path / "figs"
+    argv = ["figures", "--profile", "smoke", "--results", str(root), "--figures", str(figs)]
+    assert cli.main(argv) == 2
+    assert "no stored experiments" in capsys.readouterr().err
+    assert cli.main([*argv, "--partial"]) == 0
+    assert (figs / cli.PARTIAL / "relatedness.png").exists()
+    assert not (root / "summary.json").exists()  # a summary of complete experiments only
+    capsys.readouterr()
+    assert cli.main(["report", "--profile", "smoke", "--results", str(root), "--partial"]) == 0
+    out = capsys.readouterr().out
+    assert "**relatedness**:" in out and "## The papers' claims" not in out
+
+
+def test_the_device_check_runs_end_to_end_on_the_cpu(smoke_root, tmp_path, capsys):
+    """`gpu-check --tiny` on the CPU: every section of its JSON, and the retrained smoke
+    cell agrees with the stored one (on the same backend, bit for bit)."""
+    argv = ["gpu-check", "--tiny", "--out", str(tmp_path / "gc"), "--results", str(smoke_root)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run-steps/s" in out and "agree" in out
+    report = json.loads((tmp_path / "gc" / "gpu_check.json").read_text())
+    assert report["schema"] == 1 and report["device"]["backend"] == "cpu"
+    assert report["matmul_gflops"] > 0 and report["skipped"] == []
+    (row,) = report["throughput"]
+    assert row["model"] == "shared_bottom" and row["run_steps_per_s"] > 0
+    assert 0 < row["efficiency"] < 1 and row["compile_s"] > 0
+    s = report["paper_slice"]
+    assert s["paper_run_steps"] > s["reproduce_run_steps"] > 0 and s["paper_projected_h"] > 0
+    a = report["agreement"]
+    assert a["agrees"] and a["max_abs_diff"] == 0.0 and a["profile"] == "smoke"
+    assert cli.main([*argv, "--budget", "0"]) == 2
+    assert "--budget must be" in capsys.readouterr().err
+
+
 def test_training_time_counts_each_cell_once(smoke_root):
     from benchmark.report import training_time
 

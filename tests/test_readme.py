@@ -85,3 +85,26 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     (tmp_path / TEST_TIME).unlink()
     assert cli.main(argv) == 2
     assert "`make test-time` writes it" in capsys.readouterr().err
+
+
+def test_the_claims_are_decided_in_each_data_regime_stored(tmp_path):
+    """The regimes' table: the claims of the experiments stored in a finite regime, decided
+    in every regime that stores them. Here `n1e5` holds a copy of the stream's fig4, so its
+    verdicts equal the stream's; fig3, stored in the stream only, is left out."""
+    from benchmark.report import claims_by_regime, readme_regimes, regimes_markdown
+
+    results = tmp_path / "results"
+    results.mkdir()
+    assert "No experiment" in readme_regimes(results, _every())
+    (results / "default").symlink_to(DEFAULT)
+    (results / "n1e5").mkdir()
+    for name in ("fig4", "cells"):
+        (results / "n1e5" / name).symlink_to(DEFAULT / name)
+    labels, rows = claims_by_regime(results, _every())
+    assert labels == ["stream", "1e5 points"]
+    fig4 = [c.name for c in experiments.get("fig4").claims]
+    assert [r["claim"] for r in rows] == fig4
+    for r in rows:
+        assert r["verdicts"]["stream"] == r["verdicts"]["1e5 points"]
+    table = regimes_markdown(labels, rows)
+    assert table.count("\n") == len(fig4) + 1 and "| stream | 1e5 points |" in table

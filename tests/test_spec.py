@@ -151,6 +151,7 @@ def test_profiles_hash_constants_not_names():
 LAYERS = {
     "datagen": 0,
     "benchmark._plugins": 0,
+    "benchmark._host": 0,
     "benchmark.models": 1,
     "benchmark.objectives": 1,
     "benchmark.engine": 2,
@@ -163,6 +164,7 @@ LAYERS = {
     "benchmark.experiments": 7,
     "benchmark.cli": 8,
     "benchmark.bench": 8,
+    "benchmark.gpu_check": 8,
     "benchmark.__main__": 8,
     "benchmark": 8,
 }
