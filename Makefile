@@ -24,11 +24,14 @@ help:  ## list these targets; those that train or read results take PROFILE=... 
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' \
 		$(firstword $(MAKEFILE_LIST))
 
+# One pytest worker per core (pytest-xdist), each test file on one worker, so that a file's
+# shared fixtures (the smoke results, the compiled engines) are built once.
+PYTEST_FLAGS := -q -n auto --dist loadfile
 test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest $(PYTEST_FLAGS)
 
 test-time: $(STAMP)  ## run the test suite; record its count and time (docs/test_time.json, README.md)
-	$(PY) tools/time_tests.py docs/test_time.json
+	PYTEST_FLAGS="$(PYTEST_FLAGS)" $(PY) tools/time_tests.py docs/test_time.json
 	$(PY) -m benchmark report --out results/default/report.md --readme README.md
 
 lint: $(STAMP)  ## ruff: lint and check the formatting

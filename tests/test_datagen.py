@@ -839,7 +839,10 @@ def test_python_m_datagen_sigint_exits_130():
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    assert err == f"{cli.INTERRUPTED}\n"
+    # A Ctrl-C that lands in JAX's garbage-collection callback is reported by Python as
+    # "Exception ignored in: <function _xla_gc_callback ...>" before ours; nothing else.
+    assert err.endswith(f"{cli.INTERRUPTED}\n"), err
+    assert err.count("Traceback") == err.count("Exception ignored in: <function _xla_gc"), err
     assert out == ""
 
 

@@ -501,3 +501,22 @@ def test_the_host_device_flag_is_set_on_a_cpu_only():
     assert _host.xla_flags({}, accelerator=True) is None
     assert _host.accelerator_expected({"JAX_PLATFORMS": "cpu,cuda"}) is False
     assert _host.accelerator_expected({}) is False  # this machine: no accelerator plugin
+
+
+def test_an_accelerator_gets_every_run_in_flight(monkeypatch):
+    """The backend branches: on a CPU, groups of CPU_GROUP runs and one chunk per call; on
+    a GPU, one group per device and calls of thousands of runs, bounded by the test sets'
+    bytes (the paper profile's 10 000 test points allow fewer)."""
+    from benchmark import engine, runner
+    from benchmark.protocol import get_profile
+
+    spec = get_profile("default").spec(ModelConfig.of("mmoe"), 0.5)
+    paper = get_profile("paper").spec(ModelConfig.of("mmoe"), 0.5)
+    assert engine.default_group() == engine.CPU_GROUP and runner.default_fuse(spec) == 0
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert engine.default_group() is None
+    assert runner.default_fuse(spec) == runner.ACCELERATOR_FUSE
+    per_run = 4 * paper.train.n_test * (paper.task.d + paper.train.n_tasks)
+    assert runner.default_fuse(paper) == runner.ACCELERATOR_TEST_BYTES // per_run < 8192
+    chunks = [runner.Chunk(spec, s, 20) for s in range(0, 200, 20)]
+    assert [len(c) for c in runner.fused(chunks, "auto")] == [10]  # one call, 200 runs

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
                 sys.executable,
                 "-m",
                 "pytest",
-                "-q",
+                *os.environ.get("PYTEST_FLAGS", "-q").split(),  # `make test`'s, from make
                 "-p",
                 "no:cacheprovider",
                 f"--junitxml={report}",

@@ -41,8 +41,8 @@ def budgets(profile) -> tuple[int, ...]:
 
 def cells(profile):
     """The cells, in ``TRAIN_ORDER``: a cut run has decided the candidate first."""
-    out = []
-    for steps in (int(profile.train.steps * f) for f in TRAIN_ORDER):
+    out, steps_of = [], dict(zip(SCALES, budgets(profile), strict=True))
+    for steps in (steps_of[f] for f in TRAIN_ORDER):
         for m in MODELS:
             for p in PAPER_CORRS:
                 spec = profile.spec(ModelConfig.of(m), p, steps=steps)
