@@ -4,12 +4,14 @@ Public API::
 
     spec = get_preset("kdd18")                      # or TaskSpec(d=..., alpha=..., ...)
     w = task_weights(key_w, spec, 0.5)              # (d, K), exact cosines
+    r = cluster_cosines(16, 4, p_in=0.9)            # (K, K): 4 clusters of 4 related tasks
     x, y = sample(key_x, spec, n, w)                # (n, d), (n, K)
     x, y = sample_at(key_x, spec, index, w)         # (B, d), (B, K): points by index
 """
 
 from .core import (
     TaskSpec,
+    cluster_cosines,
     label_correlation,
     label_moments,
     sample,
@@ -21,6 +23,7 @@ from .presets import PRESETS, get_preset, preset_names
 
 __all__ = [
     "TaskSpec",
+    "cluster_cosines",
     "PRESETS",
     "get_preset",
     "preset_names",

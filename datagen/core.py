@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - depends on the JAX version
 __all__ = [
     "TaskSpec",
     "cosine_matrix",
+    "cluster_cosines",
     "validate_correlation",
     "psd_cholesky",
     "orthonormal_basis",
@@ -167,6 +168,45 @@ def validate_correlation(corr, n_tasks: int | None = None, d: int | None = None)
     if d is not None and d < k:
         raise ValueError(f"input dimension d must be >= the number of tasks K={k}, got d={d}")
     return arr
+
+
+def cluster_cosines(n_tasks: int, n_clusters: int, p_in: float, p_out: float = 0.0) -> np.ndarray:
+    """The ``(K, K)`` cosine matrix of K tasks in C clusters: cosine ``p_in`` between two
+    tasks of one cluster, ``p_out`` between clusters, 1 on the diagonal.
+
+    Task k belongs to cluster ``k * C // K``: contiguous blocks whose sizes differ by at
+    most one (K = 16, C = 4: tasks 0-3, 4-7, 8-11, 12-15).
+
+    Args:
+      n_tasks: K >= 2.
+      n_clusters: C, 1 <= C <= K.
+      p_in, p_out: cosines in [-1, 1] with ``p_out <= p_in``.
+    Returns:
+      ``(K, K)`` float64 matrix, positive semidefinite (checked: a ValueError names the
+      parameters otherwise), ready for ``task_weights`` and ``validate_correlation``.
+    """
+    for name, v in (("n_tasks", n_tasks), ("n_clusters", n_clusters)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n_tasks < 2:
+        raise ValueError(f"n_tasks must be >= 2, got {n_tasks}")
+    if not 1 <= n_clusters <= n_tasks:
+        raise ValueError(f"n_clusters must lie in [1, n_tasks = {n_tasks}], got {n_clusters}")
+    for name, v in (("p_in", p_in), ("p_out", p_out)):
+        if not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and -1 <= v <= 1):
+            raise ValueError(f"{name} must lie in [-1, 1], got {v!r}")
+    if p_out > p_in:
+        raise ValueError(f"p_out must be <= p_in, got p_out = {p_out} > p_in = {p_in}")
+    cluster = np.arange(n_tasks) * n_clusters // n_tasks
+    r = np.where(cluster[:, None] == cluster[None, :], float(p_in), float(p_out))
+    np.fill_diagonal(r, 1.0)
+    low = float(np.linalg.eigvalsh(r).min())
+    if low < -1e-9:
+        raise ValueError(
+            f"cosines p_in = {p_in}, p_out = {p_out} with {n_tasks} tasks in {n_clusters} "
+            f"clusters are not positive semidefinite (smallest eigenvalue {low:.3g})"
+        )
+    return r
 
 
 def psd_cholesky(r):

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -904,3 +905,28 @@ def test_the_cpu_threefry_switch_is_absent_on_other_backends(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     _cpu_rng.ensure()
     assert calls == [1]
+
+
+def test_cluster_cosines_builds_blocks_and_refuses_what_is_not_a_cosine_matrix():
+    from datagen import cluster_cosines
+
+    r = cluster_cosines(16, 4, p_in=0.9)
+    assert r.shape == (16, 16) and np.all(np.diag(r) == 1.0)
+    assert r[0, 3] == r[12, 15] == 0.9 and r[3, 4] == r[0, 15] == 0.0
+    validate_correlation(r, n_tasks=16, d=100)
+    w = task_weights(jax.random.key(0), get_preset("kdd18"), r)
+    cos = np.asarray(w.T @ w) / np.linalg.norm(w, axis=0) ** 2
+    np.testing.assert_allclose(cos, r, atol=1e-5)
+    uneven = cluster_cosines(5, 2, p_in=0.5, p_out=0.1)  # blocks of 3 and 2
+    assert uneven[0, 2] == 0.5 and uneven[2, 3] == 0.1 and uneven[3, 4] == 0.5
+    np.testing.assert_array_equal(cluster_cosines(4, 1, 0.7), validate_correlation(0.7, 4))
+    for args, word in [
+        ((1, 1, 0.5), "n_tasks must be >= 2"),
+        ((4, 5, 0.5), "n_clusters must lie in [1, n_tasks = 4]"),
+        ((4, 2, 1.5), "p_in must lie in [-1, 1]"),
+        ((4, 2, 0.2, 0.5), "p_out must be <= p_in"),
+        ((4, 1, -0.9, -0.9), "not positive semidefinite"),
+        ((4.0, 2, 0.5), "n_tasks must be an integer"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(word)):
+            cluster_cosines(*args)
