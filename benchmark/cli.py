@@ -63,7 +63,8 @@ def _check_selection(exps: list, profile, models: list[str]) -> None:
     """``--models`` against the experiments' cells: a ValueError if no experiment has a
     cell of any of them (nothing to train, say why), a note for each that has none."""
     have = {e.name: list(dict.fromkeys(c.model.name for c in e.cells(profile))) for e in exps}
-    without = [n for n, archs in have.items() if not set(archs) & set(models)]
+    extra = {e.name for e in exps if e.extra_cells(profile, models)}  # trains them on request
+    without = [n for n, archs in have.items() if not set(archs) & set(models) and n not in extra]
 
     def why(n: str) -> str:
         return f"{n} has no cells of {', '.join(models)} (its architectures: {', '.join(have[n])})"

@@ -267,6 +267,9 @@ class Experiment:
         figures (PNG, each with a CSV of the numbers behind it).
       claims: the papers' claims it tests.
       in_all: part of ``run all`` (and so of ``make reproduce``).
+      extra: ``extra(profile, model) -> tuple[Cell, ...]``: the cells of an architecture
+        that ``cells`` leaves out, trained on request (``run NAME --models ARCH``) and
+        taken into the experiment once all of them are stored; None: ``cells`` is all.
     """
 
     name: str
@@ -275,6 +278,24 @@ class Experiment:
     figures: tuple[Callable, ...] = ()
     claims: tuple[Claim, ...] = ()
     in_all: bool = True
+    extra: Callable[[Profile, ModelConfig], tuple[Cell, ...]] | None = None
+
+    def extra_cells(self, profile: Profile, models) -> tuple[Cell, ...]:
+        """The :attr:`extra` cells of the architectures ``models`` (registry names) that
+        :attr:`cells` leaves out."""
+        if self.extra is None:
+            return ()
+        have = {c.model.name for c in self.cells(profile)}
+        return tuple(
+            c for m in dict.fromkeys(models) if m not in have
+            for c in self.extra(profile, ModelConfig.of(m))
+        )  # fmt: skip
+
+    def every_cell(self, profile: Profile) -> tuple[Cell, ...]:
+        """Its cells and the :attr:`extra` cells of every registered architecture."""
+        from .models import names
+
+        return self.cells(profile) + self.extra_cells(profile, names())
 
 
 def grid(profile: Profile, models, corrs, n_runs: int) -> tuple[Cell, ...]:

@@ -344,8 +344,25 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def _cells(exp: Experiment, profile: Profile, models: list[str] | None) -> tuple[Cell, ...]:
+    """What a run of ``exp`` trains: its cells (only ``models``', if given), and the extra
+    cells of the architectures of ``models`` that its cells leave out."""
     cells = exp.cells(profile)
-    return tuple(c for c in cells if models is None or c.model.name in models)
+    if models is None:
+        return cells
+    return tuple(c for c in cells if c.model.name in models) + exp.extra_cells(profile, models)
+
+
+def _stored_cells(exp: Experiment, profile: Profile, root: Path) -> tuple[Cell, ...]:
+    """The cells of ``exp`` as it is assembled in ``root``: its cells, and the extra cells
+    of each architecture whose extra cells are all stored there."""
+    from .models import names
+
+    extra = []
+    for m in names():
+        cells = exp.extra_cells(profile, [m])
+        if cells and all(stored_runs(root, c.key()) >= c.n_runs for c in cells):
+            extra += cells
+    return exp.cells(profile) + tuple(extra)
 
 
 def _shard_of(chunk: Chunk, n: int) -> int:
@@ -723,7 +740,7 @@ def assemble(
     written = []
     for exp in exps:
         try:
-            cells = exp.cells(profile)
+            cells = _stored_cells(exp, profile, root)
         except ValueError:  # the profile cannot size it (budget under smoke)
             continue
         if not all(c.key() in done_keys or stored_runs(root, c.key()) >= c.n_runs for c in cells):
@@ -932,6 +949,8 @@ def load_stored_cells(root: Path, profile: Profile, exp: Experiment) -> tuple[Re
     stored cells' records, in the experiment's order; a cell with fewer runs than the
     experiment asks for is left out."""
     cells = exp.cells(profile)
+    n = len(cells)
+    cells = _stored_cells(exp, profile, root)
     records = []
     for c in cells:
         path = _cell_path(root, c.key())
@@ -946,7 +965,7 @@ def load_stored_cells(root: Path, profile: Profile, exp: Experiment) -> tuple[Re
         "eval_steps": profile.train.eval_steps().tolist(),
         "cells": records,
     }
-    return Results(exp.name, manifest, [_load_cell(root, r, exp.name) for r in records]), len(cells)
+    return Results(exp.name, manifest, [_load_cell(root, r, exp.name) for r in records]), n
 
 
 def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
@@ -955,7 +974,7 @@ def stale_cells(root: Path, exp: Experiment, profile: Profile) -> list[str]:
     if not path.exists():
         return []
     stored = {c["key"] for c in json.loads(path.read_text())["cells"]}
-    return sorted(stored - {c.key() for c in exp.cells(profile)})
+    return sorted(stored - {c.key() for c in exp.every_cell(profile)})
 
 
 # ----------------------------------------------------------------------------- merging
@@ -1005,7 +1024,7 @@ def _keys(experiments: list[Experiment], profile: Profile) -> set[str]:
     keys = set()
     for exp in experiments:
         try:
-            keys |= {c.key() for c in exp.cells(profile)}
+            keys |= {c.key() for c in exp.every_cell(profile)}
         except ValueError:  # budget under smoke
             continue
     return keys

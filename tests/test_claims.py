@@ -310,3 +310,32 @@ def test_the_data_regime_cells_train_both_ends_of_the_grid_first():
     assert [dr.size_label(n) for n in dr.SIZES] == ["1e4", "3e4", "1e5", "3e5", "1e6", "stream"]
     stream = next(c for c in cells if c.spec.train.n_train is None)
     assert stream.key() != prof.spec(stream.model, stream.x).key()
+
+
+def test_the_data_regime_trains_another_architecture_on_request(tmp_path, capsys):
+    """`run data_regime --models cgc` trains CGC's grid, which the experiment takes in once
+    it is stored (here: planted cell files); the claims read the declared models only."""
+    from benchmark import cli, models, runner
+    from benchmark.experiments import data_regime as dr
+
+    smoke = protocol.get_profile("smoke")
+    exp = experiments.get("data_regime")
+    grid = len(dr.SIZES) * len(dr.CORRS)
+    extra = exp.extra_cells(smoke, ["cgc", "mmoe"])  # mmoe is one of its own
+    assert len(extra) == grid and {c.model.name for c in extra} == {"cgc"}
+    others = len(models.names()) - len(dr.MODELS)
+    assert len(exp.every_cell(smoke)) == grid * (len(dr.MODELS) + others)
+    work = runner.plan(smoke, [exp], tmp_path, models=["cgc"])
+    assert work.counts()["cells_to_train"] == grid
+    argv = ["run", "data_regime", "--profile", "smoke", "--out", str(tmp_path), "--dry-run"]
+    assert cli.main([*argv, "--models", "cgc"]) == 0
+    assert f"in {grid} cells" in capsys.readouterr().out
+    base = len(exp.cells(smoke))
+    for c in extra[:-1]:
+        runner.write_npz(runner._cell_path(tmp_path, c.key()), {"final": np.zeros((2, 2))},
+                         {"key": c.key(), "n_runs": c.n_runs})  # fmt: skip
+    assert len(runner._stored_cells(exp, smoke, tmp_path)) == base  # one cell missing
+    c = extra[-1]
+    runner.write_npz(runner._cell_path(tmp_path, c.key()), {"final": np.zeros((2, 2))},
+                     {"key": c.key(), "n_runs": c.n_runs})  # fmt: skip
+    assert len(runner._stored_cells(exp, smoke, tmp_path)) == base + grid

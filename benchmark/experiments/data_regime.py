@@ -16,7 +16,8 @@ MSE at its lowest validation MSE (``N_VAL`` held-out points per run, evaluated e
 the same at every correlation (``datagen.task_weights``), so only the relatedness of its
 companion task changes along the correlation axis, and the single-task baseline's task 1 is
 the same run at every correlation (an exact control: its effect is 0).
-Not part of ``run all``: ``python -m benchmark run data_regime`` (``make extend``).
+Not part of ``run all``: ``python -m benchmark run data_regime`` (``make extend``); ``--models
+NAME`` trains another architecture's grid, which the figures then draw.
 """
 
 from __future__ import annotations
@@ -53,17 +54,27 @@ def size_label(n: int | None) -> str:
     return f"{mant:g}e{exp}"
 
 
-def cells(profile) -> tuple[Cell, ...]:
-    """Every (correlation, size, architecture), ``profile.sweep_runs`` runs each, in
+def _grid(profile, models) -> tuple[Cell, ...]:
+    """Every (correlation, size, model config), ``profile.sweep_runs`` runs each, in
     ``TRAIN_ORDER``. A cell's x is its correlation; its series is ``"<label> @ <size>"``."""
     out = []
     for p in TRAIN_ORDER:
         for n in SIZES:
-            for m in MODELS:
-                spec = profile.spec(ModelConfig.of(m), p, n_train=n, n_val=N_VAL)
+            for model in models:
+                spec = profile.spec(model, p, n_train=n, n_val=N_VAL)
                 label = f"{spec.model.display()} @ {size_label(n)}"
                 out.append(Cell(spec, profile.sweep_runs, series=label))
     return tuple(out)
+
+
+def cells(profile) -> tuple[Cell, ...]:
+    """The grid of ``MODELS``."""
+    return _grid(profile, [ModelConfig.of(m) for m in MODELS])
+
+
+def extra(profile, model) -> tuple[Cell, ...]:
+    """Another architecture's grid, trained on request: ``run data_regime --models NAME``."""
+    return _grid(profile, [model])
 
 
 def _table(res: Results) -> dict:
@@ -260,7 +271,8 @@ def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
         return Verdict(None, f"waits for {', '.join(missing)}")
     small = sizes[0]
     parts, holds = [], True
-    for m in [m for m in _models(table) if m != BASELINE]:
+    # The declared architectures only: one added with --models is drawn, never decides.
+    for m in MODELS[1:]:
         ref = 1.0 if measure is effect else p
         a = _per_run(table, measure, m, small, p, ref)
         b = _per_run(table, measure, m, None, p, ref)
@@ -320,5 +332,6 @@ register(
         figures=(draw_effect, draw_loss, draw_gain),
         claims=CLAIMS,
         in_all=False,
+        extra=extra,
     )
 )
