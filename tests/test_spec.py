@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +238,14 @@ def test_an_architecture_revision_enters_the_hash(monkeypatch):
     monkeypatch.setitem(models._REGISTRY, "mmoe", dataclasses.replace(entry, revision=1))
     assert spec.canonical()["model"]["revision"] == 1 and spec.key() != before
     assert models.get("dselect_k").revision >= 1
+
+
+def test_the_device_check_needs_only_what_a_cuda_machine_has():
+    """`gpu-check` runs with jax, flax, optax, numpy, scipy and matplotlib only: tqdm (an
+    install of this project's) is not imported on its path."""
+    script = (
+        "import sys; sys.modules['tqdm'] = None\n"
+        "from benchmark import cli, gpu_check\n"
+        "cli.build_parser().parse_args(['gpu-check', '--out', 'x'])\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=120)
