@@ -48,6 +48,7 @@ import optax
 
 from datagen import TaskSpec, get_preset, sample, task_weights
 
+from ._host import cores
 from .engine import TrainConfig, default_group, run_keys, trainer
 from .models import ModelConfig
 from .objectives import task_mse
@@ -441,13 +442,6 @@ def data_share(
 # ----------------------------------------------------------------------------- children
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _child_env(devices: int) -> dict:
     """This process's environment with ``devices`` XLA host devices instead of its own."""
     env = dict(os.environ)
@@ -743,7 +737,7 @@ def measure(
     result = {
         "peak_gflops": None,  # filled in at the end: the best reading
         "peak_gflops_readings": peaks,
-        "cores": _cores(),
+        "cores": cores(),
         "devices": n_dev,
         "backend": jax.default_backend(),
         "jax": jax.__version__,
