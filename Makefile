@@ -69,7 +69,7 @@ list: $(STAMP)  ## architectures, experiments, objectives and profiles
 
 BENCH_JSON ?= figures/bench_batch32.json
 bench: $(STAMP)  ## engine against a naive loop and the machine's peak (~35 min; BENCH_JSON=...)
-	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --json > $(BENCH_JSON).part
+	$(PY) -m benchmark bench --memory --groups 2 5 10 25 all --tasks 2 4 8 16 --json > $(BENCH_JSON).part
 	mv $(BENCH_JSON).part $(BENCH_JSON)
 
 # No install: it runs with the packages a CUDA machine already has, offline.

@@ -18,6 +18,7 @@ best of several calls of a program compiled beforehand.
 - :func:`compare`: ``python -m benchmark bench`` here and in a ``git worktree`` checkout
   of another revision, alternately.
 - :func:`profile_step`: where a compiled step's time goes, operation by operation.
+- :func:`task_scaling`: the engine's streaming rate as the number of tasks K grows.
 
 Before a program of R runs is allocated, its memory is estimated (:func:`run_bytes`,
 then XLA's buffer sizes of the compiled program) and a sweep that would not fit is
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import gzip
 import json
 import math
@@ -699,6 +701,29 @@ def group_sweep(models, task, cfg: TrainConfig, runs: int, groups, log=None) -> 
     return out
 
 
+# The architectures of the many-task study (and PLE): their cost per run-step against K.
+TASK_MODELS = ("single_task", "shared_bottom", "mmoe", "dselect_k", "cgc", "ple", "adatt")
+TASK_STEPS = 200  # steps per run of the K-scaling programs
+
+
+def task_scaling(models, task, cfg: TrainConfig, runs: int, ks, log=None) -> dict:
+    """The engine's streaming run-steps/s with K tasks: ``{model: {K: rate}}``, each the
+    best of 2 calls of ``runs`` runs of ``cfg.steps`` steps; K = 2 is the reference that
+    every other experiment trains at, so a rate reads as a cost relative to it."""
+    log = log or (lambda s: None)
+    n_dev = jax.device_count()
+    out = {}
+    for name in models:
+        rates = out[name] = {}
+        for k in ks:
+            kcfg = dataclasses.replace(cfg, n_tasks=k)
+            what = f"the engine's program for {runs} runs of {name} with {k} tasks"
+            model = ModelConfig.of(name)
+            rates[str(k)], _ = engine_rate(model, task, kcfg, runs, n_dev, 2, what=what)
+        log(f"{name:<14} by tasks K: " + ", ".join(f"{k}: {r:.0f}" for k, r in rates.items()))
+    return out
+
+
 def measure(
     models,
     *,
@@ -710,6 +735,7 @@ def measure(
     engine_only: bool = False,
     groups=(),
     objectives=None,
+    tasks=(),
     log=None,
 ) -> dict:
     """Every measurement of ``models`` (architecture names); the JSON-ready result.
@@ -723,7 +749,8 @@ def measure(
     slow reading. Every rate is the best of :data:`REPEATS` timings (2 with ``quick``).
     ``groups`` (see :func:`parse_groups`) adds :func:`group_sweep`, ``objectives`` (a
     list, empty for every registered one) :func:`objective_costs`, for Shared-Bottom and
-    MMoE where measured (else the first architecture).
+    MMoE where measured (else the first architecture). ``tasks`` (numbers of tasks K)
+    adds :func:`task_scaling` for the architectures of :data:`TASK_MODELS` measured.
     """
     log = log or (lambda s: None)
     task = get_preset("kdd18")
@@ -808,6 +835,10 @@ def measure(
         result["objective_cost"] = objective_costs(
             sweep_models, objectives, task, cfg, runs, repeats, log
         )
+    if tasks:
+        scaled = [m for m in models if m in TASK_MODELS] or list(models)[:1]
+        short = bench_config(min(steps, TASK_STEPS), batch)  # K = 16 is up to 11x slower
+        result["task_scaling"] = task_scaling(scaled, task, short, runs, tasks, log)
     if peaks:
         peak = result["peak_gflops"] = max(peaks)
         readings = ", ".join(f"{p:.0f}" for p in peaks)

@@ -262,7 +262,7 @@ def draw(root: Path, out: Path, exps: list, required: bool = True) -> list[Path]
     for exp in todo:
         res = load_experiment(root, exp.name)
         prof = res.manifest["profile"]
-        caption = _caption(prof, res.n_runs)
+        caption = _caption(prof, res)
         for fn in exp.figures:
             written += fn(res, out, caption)
         current = PROFILES.get(prof["name"])
@@ -295,10 +295,14 @@ def draw(root: Path, out: Path, exps: list, required: bool = True) -> list[Path]
     return written
 
 
-def _caption(prof: dict, n_runs: int, extra: str = "") -> str:
+def _caption(prof: dict, res, extra: str = "") -> str:
+    """The profile, the steps (the cells' own where they all train another number of
+    steps than the profile's, as ``many_tasks`` does), the batch and the runs per point."""
+    steps = {c.meta.get("steps", prof["train"]["steps"]) for c in res.cells}
+    steps = steps.pop() if len(steps) == 1 else prof["train"]["steps"]
     return (
-        f"profile {prof['name']} · {prof['train']['steps']:,} steps · batch "
-        f"{prof['train']['batch_size']} · {n_runs} runs per point{extra}"
+        f"profile {prof['name']} · {steps:,} steps · batch "
+        f"{prof['train']['batch_size']} · {res.n_runs} runs per point{extra}"
     )
 
 
@@ -316,7 +320,7 @@ def draw_partial(root: Path, out: Path, exps: list, profile) -> list[Path]:
     for exp, res, n in partly_stored(root, exps, profile):
         (out / PARTIAL).mkdir(parents=True, exist_ok=True)
         caption = _caption(
-            res.manifest["profile"], res.n_runs, f" · partial: {len(res.cells)} of {n} cells"
+            res.manifest["profile"], res, f" · partial: {len(res.cells)} of {n} cells"
         )
         for fn in exp.figures:
             try:
@@ -494,10 +498,10 @@ def cmd_bench(args) -> None:
         print(s, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     if args.against:
-        if args.memory or groups or args.objectives is not None or args.profile_step:
+        if args.memory or groups or args.objectives is not None or args.profile_step or args.tasks:
             raise ValueError(
                 "--against compares the engine's streaming rates; drop --memory, --groups, "
-                "--objectives and --profile-step"
+                "--objectives, --tasks and --profile-step"
             )
         res = bench.compare(args.against, _bench_flags(args), args.rounds or 2, log)
     elif args.profile_step:
@@ -523,6 +527,7 @@ def cmd_bench(args) -> None:
             engine_only=args.engine_only,
             groups=groups,
             objectives=args.objectives,
+            tasks=args.tasks or (),
             log=log,
         )
         if args.memory:
@@ -539,6 +544,16 @@ def _ordered_models() -> list[str]:
     from .models import names, ordered
 
     return ordered(names())
+
+
+def _tasks_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 2 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"a number of tasks K in [2, 64], got {text!r}")
+    return value
 
 
 def _fuse_arg(text: str) -> int | str:
@@ -756,6 +771,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also time shared_bottom and mmoe at these runs per group (integers, or all) "
         "(default: none)",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        type=_tasks_arg,
+        metavar="K",
+        default=None,
+        help="also time the engine's streaming program with K tasks, for each K given "
+        "(integers from 2 to 64), for the many-task architectures measured (default: none)",
     )
     p.add_argument(
         "--objectives",

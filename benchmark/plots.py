@@ -266,9 +266,17 @@ def plot_intervals(ax, rows, xlabel: str, reference: float | None = None):
     return ax
 
 
-def plot_matrix(ax, labels, values, marks=None, title: str | None = None, cmap: str = "RdBu"):
+def plot_matrix(
+    ax,
+    labels,
+    values,
+    marks=None,
+    title: str | None = None,
+    cmap: str = "RdBu",
+    annotate: bool = True,
+):
     """A square matrix of values in [0, 1] (e.g. P(row better than column)), each cell
-    written out, on a colour scale centred on 0.5.
+    written out (unless not ``annotate``: large matrices), on a colour scale from 0 to 1.
 
     Args:
       labels: (n,) names of the rows and columns.
@@ -279,7 +287,7 @@ def plot_matrix(ax, labels, values, marks=None, title: str | None = None, cmap: 
     values = np.asarray(values, dtype=float)
     n = len(labels)
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap=cmap)
-    for i in range(n):
+    for i in range(n if annotate else 0):
         for j in range(n):
             if np.isfinite(values[i, j]):
                 star = "*" if marks is not None and marks[i][j] else ""

@@ -35,7 +35,8 @@ def _one_line_error(capsys, *parts):
 def test_bench_json_schema(capsys):
     """`bench --quick --json` prints one JSON object with the documented keys."""
     argv = ["bench", "--quick", "--json", *TINY, "--n-train", "64"]
-    assert cli.main(argv + ["--groups", "1", "all", "--objectives", "pcgrad", "rlw"]) == 0
+    flags = ["--groups", "1", "all", "--objectives", "pcgrad", "rlw", "--tasks", "2", "3"]
+    assert cli.main(argv + flags) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["peak_gflops"] > 0 and out["cores"] >= 1 and out["devices"] >= 1
     assert (out["steps"], out["batch_size"], out["finite_set_n_train"]) == (10, 8, 64)
@@ -76,6 +77,10 @@ def test_bench_json_schema(capsys):
     cost = out["objective_cost"]["shared_bottom"]
     assert list(cost) == ["equal", "pcgrad", "rlw"] and cost["equal"]["ratio"] == 1.0
     assert all(r["run_steps_per_s"] > 0 and r["ratio"] > 0 for r in cost.values())
+    # The cost of K tasks, for the many-task architectures measured (here Shared-Bottom).
+    scaling = out["task_scaling"]
+    assert set(scaling) <= set(bench.TASK_MODELS) and scaling
+    assert all(set(r) == {"2", "3"} and min(r.values()) > 0 for r in scaling.values())
 
 
 def test_bench_refuses_runs_beyond_memory_in_one_line(capsys, monkeypatch):
@@ -111,6 +116,8 @@ def test_check_fits_names_the_flag_and_its_range():
         (["--against", "HEAD", "--memory"], ["--against compares", "drop --memory"]),
         (["--profile-step", "nope"], ["--profile-step: unknown architecture 'nope'"]),
         (["--quick", "--objectives", "nope"], ["unknown objective 'nope'"]),
+        (["--tasks", "1"], ["--tasks", "a number of tasks K in [2, 64], got '1'"]),
+        (["--against", "HEAD", "--tasks", "4"], ["--against compares", "--tasks"]),
     ],
 )
 def test_bench_argument_errors_are_one_line(argv, parts, capsys):

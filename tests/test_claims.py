@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark import experiments, protocol
+from benchmark.models import ModelConfig
 from benchmark.runner import CellResult, Results
 
 N = 200
@@ -145,7 +146,75 @@ def data_regime(effect_small=0.3, gain_small=0.2):
     return _results("data_regime", cells)
 
 
+def many_tasks(route=True, sb_grows=True, ds_better=True, sb_negative=True, n_runs=40):
+    """Every many_tasks cell that a claim reads, in both regimes. Per-task losses
+    (runs, K) are 0.2 + a run's own noise, moved by the switches: Shared-Bottom's tasks
+    are 0.3 worse with 4 clusters than with 1 at K = 16 (else one of MMoE's tasks is),
+    DSelect-k is 0.05 better than MMoE at K >= 8 (else 0.05 worse), Shared-Bottom is 0.1
+    worse than single-task at K = 16, C = 4 (else 0.1 better). With ``route`` a gated model's tasks
+    of one cluster share a gate vector and clusters use different experts; else every
+    task uses every expert alike."""
+    from benchmark.experiments import many_tasks as mt
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(n_runs, 1))
+    cells = []
+
+    def add(model, n, k, c, p, level):
+        best = level + 0.01 * (shared + rng.normal(size=(n_runs, k)))
+        corr = np.array(mt.cosines(k, c, p))
+        cluster = mt.structure(corr)[3]
+        if model in mt.HEATMAP:
+            g = np.full((n_runs, k, 8), 1 / 8)
+            if route:
+                g = 0.02 + 0.84 * (np.arange(8)[None, None] % c == cluster[None, :, None])
+                g = g / g.sum(-1, keepdims=True) + 0.01 * rng.random((n_runs, k, 8))
+        else:
+            g = np.zeros((n_runs, k, 0))
+        cell = _cell(model, float(k), best)
+        cell.meta |= {"series": f"{model} {k} {c} {p} {n}", "corr": corr.tolist(), "n_tasks": k}
+        cell.meta |= {"steps": 40, "train_wall_s": 1e-3 * k, "n_train": n}
+        cell.arrays |= {"best": best, "gate_mean": g}
+        cells.append(cell)
+
+    for n in mt.SIZES:
+        for k, c, p in mt.settings():
+            for m in ("mmoe", "dselect_k"):
+                if k >= 8:
+                    better = (-0.05 if ds_better else 0.05) if m == "dselect_k" else 0.0
+                    add(m, n, k, c, p, 0.2 + better)
+        sb4 = 0.2 + (0.3 if sb_grows else 0.0)
+        add("shared_bottom", n, 16, 1, 1.0, 0.2)
+        add("shared_bottom", n, 16, 4, 1.0, sb4)
+        add("single_task", n, 16, 4, 1.0, sb4 + (-0.1 if sb_negative else 0.1))
+        if not sb_grows:  # MMoE's worst task grows instead
+            mmoe4 = [x for x in cells if x.meta["model"] == "mmoe" and x.meta["n_train"] == n
+                     and x.meta["series"].startswith("mmoe 16 4 1.0")]  # fmt: skip
+            mmoe4[0].arrays["best"][:, 0] += 0.3
+    return _results("many_tasks", cells)
+
+
+def _many_tasks_fixtures():
+    from benchmark.experiments import many_tasks as mt
+
+    out = {}
+    switches = {
+        "gates_recover_clusters": "route",
+        "sb_worst_grows_with_clusters": "sb_grows",
+        "dselect_beats_mmoe": "ds_better",
+        "sb_negative_transfer": "sb_negative",
+    }
+    for n in mt.SIZES:
+        for name, switch in switches.items():
+            out[f"many_tasks.{name}_{mt.size_label(n)}"] = (
+                many_tasks(),
+                many_tasks(**{switch: False}),
+            )
+    return out
+
+
 FIXTURES = {
+    **_many_tasks_fixtures(),
     "data_regime.effect_shrinks": (data_regime(), data_regime(effect_small=0.05)),
     "data_regime.gain_shrinks": (data_regime(), data_regime(gain_small=0.0)),
     "expert_collapse.alike_with_relatedness": (collapse(), collapse(rises=False)),
@@ -339,3 +408,85 @@ def test_the_data_regime_trains_another_architecture_on_request(tmp_path, capsys
     runner.write_npz(runner._cell_path(tmp_path, c.key()), {"final": np.zeros((2, 2))},
                      {"key": c.key(), "n_runs": c.n_runs})  # fmt: skip
     assert len(runner._stored_cells(exp, smoke, tmp_path)) == base + grid
+
+
+def test_the_many_tasks_cells_train_the_claims_cells_first():
+    """Its cells: K in 2..16, C <= K clusters, both regimes, a validation set and a
+    quarter of the profile's steps; K = 16 in 4 clusters and in 1 at p_in = 1 (every
+    claim's cells) open each regime; a cell's cosine matrix gives back its structure."""
+    from benchmark.experiments import many_tasks as mt
+
+    prof = protocol.get_profile("default")
+    cells = mt.cells(prof)
+    per_size = len(mt.settings()) * len(mt.MODELS)
+    assert len(cells) == 2 * per_size and len({c.key() for c in cells}) == len(cells)
+    assert len(mt.settings()) == 9 * len(mt.P_IN) + 2  # C = K: the identity, once
+    for i, n in enumerate(mt.SIZES):
+        block = cells[i * per_size : (i + 1) * per_size]
+        assert {c.spec.train.n_train for c in block} == {n}
+        first = [mt.structure(c.spec.corr)[:3] for c in block[: 2 * len(mt.MODELS)]]
+        assert set(first) == set(mt.CLAIM_CELLS)
+    for c in cells:
+        k, n_c, p, cluster = mt.structure(c.spec.corr)
+        assert (k, c.x, c.spec.n_tasks) == (k, float(k), k) and n_c <= k
+        assert list(cluster) == [t * n_c // k for t in range(k)]
+        assert (p is None) == (n_c == k)
+        t = c.spec.train
+        assert (t.steps, t.n_val, c.n_runs) == (40_000, mt.N_VAL, prof.sweep_runs)
+    smoke = mt.cells(protocol.get_profile("smoke"))[0].spec.train
+    assert smoke.steps == 10 and smoke.steps % smoke.eval_every == 0
+
+
+def test_the_many_tasks_routing_measure_reads_the_shared_experts():
+    """Gate similarity is 1 − total variation between two tasks' mean gates; CGC's gates
+    are compared on its shared experts only (each task's own experts are its own)."""
+    from benchmark.experiments import many_tasks as mt
+
+    g = np.array([[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]])  # (1 run, 3, 3)
+    sim = mt.gate_similarity("mmoe", g)
+    assert sim.shape == (1, 3, 3)
+    np.testing.assert_allclose(sim[0], [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+    et = ModelConfig.of("cgc").sizes()["task_experts"]
+    own = np.zeros((1, 2, et + 2))
+    own[0, 0, 0], own[0, 1, 1] = 0.9, 0.9  # different own experts, the same shared mix
+    own[0, :, et:] = 0.05
+    np.testing.assert_allclose(mt.gate_similarity("cgc", own)[0], np.ones((2, 2)))
+
+
+def test_the_many_tasks_figures_draw_from_their_cells(tmp_path):
+    """Its five figures draw from the cells stored (here the claims' cells); the routing
+    CSV gives a clustered model a positive within − across similarity."""
+    import csv
+
+    res = many_tasks()
+    paths = [p for fn in experiments.get("many_tasks").figures for p in fn(res, tmp_path, "c")]
+    assert sorted(p.name for p in paths) == [
+        "many_tasks_cost.png",
+        "many_tasks_loss.png",
+        "many_tasks_negative.png",
+        "many_tasks_routing.png",
+        "many_tasks_worst.png",
+    ]
+    rows = list(csv.DictReader(open(tmp_path / "many_tasks_routing.csv")))
+    assert {r["model"] for r in rows} == {"mmoe", "dselect_k"}
+    assert all(float(r["lo"]) > 0 for r in rows)
+    neg = list(csv.DictReader(open(tmp_path / "many_tasks_negative.csv")))
+    sb = [r for r in neg if r["model"] == "shared_bottom"]
+    assert sb and all(float(r["fraction"]) == 1.0 for r in sb)  # 0.1 worse on every task
+
+
+def test_the_many_tasks_claims_wait_for_their_cells():
+    """On a regime with none of its cells stored, each claim names what it waits for."""
+    import dataclasses
+
+    from benchmark.experiments import many_tasks as mt
+
+    res = many_tasks()
+    only_stream = dataclasses.replace(res, cells=[c for c in res.cells if c.meta["n_train"]])
+    for claim in experiments.get("many_tasks").claims:
+        v = claim.test(only_stream)
+        if claim.name.endswith("_stream"):
+            assert v.holds is None and v.evidence.startswith("waits for"), v.evidence
+        else:
+            assert v.holds is True
+    assert len(mt.CLAIMS) == 8
