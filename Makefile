@@ -57,9 +57,10 @@ figures: $(STAMP)  ## redraw every figure from stored numbers, without training
 report: $(STAMP)  ## print the claims' verdicts and every cell; rewrite README.md's generated numbers
 	@$(PY) -m benchmark report --profile $(PROFILE) $(README_FLAG)
 
-extend: $(STAMP)  ## the studies outside `make reproduce`: objectives, data_regime, fig3/fig4 on 10^5 points
-	$(PY) -m benchmark run objectives data_regime --profile $(PROFILE)
+extend: $(STAMP)  ## the studies outside `make reproduce`: objectives, data_regime, stream_gap, fig3/fig4 on 10^5 points, many_tasks
+	$(PY) -m benchmark run objectives data_regime stream_gap --profile $(PROFILE)
 	$(PY) -m benchmark run fig3 fig4 --profile n1e5
+	$(PY) -m benchmark run many_tasks --profile $(PROFILE)
 
 dry-run: $(STAMP)  ## what `make reproduce` would train, without training
 	@$(PY) -m benchmark run all --profile $(PROFILE) --dry-run

@@ -490,3 +490,50 @@ def test_the_many_tasks_claims_wait_for_their_cells():
         else:
             assert v.holds is True
     assert len(mt.CLAIMS) == 8
+
+
+def test_the_stream_gap_arms_change_one_thing_each_and_share_data_regimes_cells():
+    """Each arm differs from the profile's protocol in one thing; the 1e5, 1e6 and stream
+    arms are data_regime's Shared-Bottom cells at p = 0.5 (one spec, trained once)."""
+    from benchmark.experiments import data_regime as dr
+    from benchmark.experiments import stream_gap as sg
+
+    prof = protocol.get_profile("default")
+    cells = sg.cells(prof)
+    assert [c.series for c in cells] == [a[0] for a in sg.ARMS]
+    assert len({c.key() for c in cells}) == len(cells)
+    regime = {c.key() for c in dr.cells(prof)}
+    shared = [c.series for c in cells if c.key() in regime]
+    assert shared == ["1e5", "1e6", "stream"]
+    base = cells[3].spec  # the stream, the profile's protocol
+    for c in cells:
+        t = c.spec.train
+        # Besides the training-set size, at most one of batch, steps and lr differs.
+        changed = [t.batch_size != base.train.batch_size, t.steps != base.train.steps,
+                   c.spec.lr != base.lr]  # fmt: skip
+        assert sum(changed) <= 1, c.series
+        assert (c.model.name, c.spec.corr, t.n_val) == ("shared_bottom", 0.5, dr.N_VAL)
+
+
+def test_the_stream_gap_figure_reads_the_bad_cluster(tmp_path):
+    """The figure's CSV gives each arm's IQMs and the share of runs above BAD."""
+    import csv
+
+    from benchmark.experiments import stream_gap as sg
+
+    rng = np.random.default_rng(0)
+    cells = []
+    for i, (label, n, _) in enumerate(sg.ARMS):
+        share = 0.2 if n else 0.6  # a fixed set: fewer runs in the bad cluster
+        final = np.where(rng.random(N) < share, 0.18, 0.03) + 0.005 * rng.random(N)
+        cell = _cell("shared_bottom", float(i), final)
+        cell.meta |= {"series": label, "n_train": n, "steps": 2000}
+        cell.arrays["best"] = cell.arrays["final"] * 0.9
+        cells.append(cell)
+    paths = sg.draw(_results("stream_gap", cells), tmp_path, "c")
+    assert [p.name for p in paths] == ["stream_gap.png"]
+    rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "stream_gap.csv"))}
+    assert set(rows) == {a[0] for a in sg.ARMS}
+    assert abs(float(rows["1e5"]["bad_share"]) - 0.2) < 0.1
+    assert abs(float(rows["stream"]["bad_share"]) - 0.6) < 0.1
+    assert float(rows["stream"]["bad_lo"]) < 0.6 < float(rows["stream"]["bad_hi"]) + 0.1
