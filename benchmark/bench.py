@@ -707,11 +707,15 @@ TASK_STEPS = 200  # steps per run of the K-scaling programs
 
 
 def task_scaling(models, task, cfg: TrainConfig, runs: int, ks, log=None) -> dict:
-    """The engine's streaming run-steps/s with K tasks: ``{model: {K: rate}}``, each the
-    best of 2 calls of ``runs`` runs of ``cfg.steps`` steps; K = 2 is the reference that
-    every other experiment trains at, so a rate reads as a cost relative to it."""
+    """The engine's streaming run-steps/s with K tasks, on one device: ``{model: {K:
+    rate}}``, each the best of 2 calls of ``runs`` runs of ``cfg.steps`` steps. K = 2 is
+    what every other experiment trains, so ``rate[2] / rate[K]`` is the cost of K tasks.
+
+    One device, because a program with 8 or more tasks sharded over two XLA *host*
+    devices can stall in XLA's CPU runtime (every thread waiting, no progress); on one
+    device it never has (docs/performance.md).
+    """
     log = log or (lambda s: None)
-    n_dev = jax.device_count()
     out = {}
     for name in models:
         rates = out[name] = {}
@@ -719,8 +723,9 @@ def task_scaling(models, task, cfg: TrainConfig, runs: int, ks, log=None) -> dic
             kcfg = dataclasses.replace(cfg, n_tasks=k)
             what = f"the engine's program for {runs} runs of {name} with {k} tasks"
             model = ModelConfig.of(name)
-            rates[str(k)], _ = engine_rate(model, task, kcfg, runs, n_dev, 2, what=what)
-        log(f"{name:<14} by tasks K: " + ", ".join(f"{k}: {r:.0f}" for k, r in rates.items()))
+            rates[str(k)], _ = engine_rate(model, task, kcfg, runs, 1, 2, what=what)
+        log(f"{name:<14} by tasks K (1 device): "
+            + ", ".join(f"{k}: {r:.0f}" for k, r in rates.items()))  # fmt: skip
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots, stats
+from ..models import ModelConfig
 from ..runner import Results
 
 BAND = "band: 95% normal CI of the mean over runs"
@@ -43,3 +44,18 @@ def fmt_ci(point: float, lo: float, hi: float, digits: int = 3) -> str:
 def task1(res: Results, model: str, x: float) -> np.ndarray:
     """Task 1's final test MSE of ``model`` at ``x``, (runs,); NaN for diverged runs."""
     return res.by_model()[model][round(x, 6)].final[:, 0]
+
+
+def model_grid(grid, models):
+    """``(cells, extra)`` of an experiment whose ``grid(profile, configs)`` gives every
+    cell of the architecture configs: ``cells`` is the grid of ``models`` (registry
+    names), ``extra(profile, config)`` another architecture's grid, trained on request
+    (``run NAME --models ARCH``)."""
+
+    def cells(profile):
+        return grid(profile, [ModelConfig.of(m) for m in models])
+
+    def extra(profile, model):
+        return grid(profile, [model])
+
+    return cells, extra

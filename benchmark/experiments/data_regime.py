@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import plots, stats
-from ..models import ModelConfig, get
+from ..models import get
 from ..protocol import Cell, Claim, Experiment, Verdict
 from ..runner import Results
 from . import register
-from ._common import fmt_ci
+from ._common import fmt_ci, model_grid
 
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000, None)  # None: the stream
 CORRS = (0.0, 0.5, 0.9, 0.95, 0.98, 0.99, 1.0)  # dense where the label correlation rises
@@ -67,14 +67,7 @@ def _grid(profile, models) -> tuple[Cell, ...]:
     return tuple(out)
 
 
-def cells(profile) -> tuple[Cell, ...]:
-    """The grid of ``MODELS``."""
-    return _grid(profile, [ModelConfig.of(m) for m in MODELS])
-
-
-def extra(profile, model) -> tuple[Cell, ...]:
-    """Another architecture's grid, trained on request: ``run data_regime --models NAME``."""
-    return _grid(profile, [model])
+cells, extra = model_grid(_grid, MODELS)  # MODELS' grid; any other's on request
 
 
 def _table(res: Results) -> dict:

@@ -14,8 +14,8 @@ Two data regimes, as ``data_regime`` defines them: a fixed set of ``1e5`` points
 (the size of the ``n1e5`` profile, where relatedness acts) and the stream. Model
 selection is early stopping (each task's test MSE at its lowest validation MSE), in both.
 The steps are a quarter of the profile's (40 000 at batch 32 for ``default``): a run-step
-of K = 16 costs up to 11 times one of K = 2 (``make bench``, ``task_scaling``), and the
-study at the full 160 000 steps would cost about 50 h on 2 cores.
+of K = 16 costs up to 9 times one of K = 2 (``make bench``, ``task_scaling``), and the
+study at the full 160 000 steps would cost about 40 h on 2 cores.
 
 The claims are declared before any cell trained (docs/many_tasks.md) and are decided in
 each regime apart. Not part of ``run all``: ``python -m benchmark run many_tasks``
@@ -36,7 +36,7 @@ from ..models import ModelConfig, get
 from ..protocol import Cell, Claim, Experiment, Verdict
 from ..runner import Results
 from . import register
-from ._common import fmt_ci
+from ._common import fmt_ci, model_grid
 from .data_regime import N_VAL, SELECTION, size_label
 
 KS = (2, 4, 8, 16)
@@ -96,14 +96,7 @@ def _grid(profile, models) -> tuple[Cell, ...]:
     return tuple(out)
 
 
-def cells(profile) -> tuple[Cell, ...]:
-    """The grid of ``MODELS``."""
-    return _grid(profile, [ModelConfig.of(m) for m in MODELS])
-
-
-def extra(profile, model) -> tuple[Cell, ...]:
-    """Another architecture's grid, trained on request: ``run many_tasks --models NAME``."""
-    return _grid(profile, [model])
+cells, extra = model_grid(_grid, MODELS)  # MODELS' grid; any other's on request
 
 
 # ----------------------------------------------------------------------------- measures
