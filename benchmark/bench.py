@@ -718,11 +718,10 @@ def task_scaling(models, task, cfg: TrainConfig, runs: int, ks, log=None) -> dic
     log = log or (lambda s: None)
     out = {}
     for name in models:
-        rates = out[name] = {}
+        rates, model = out.setdefault(name, {}), ModelConfig.of(name)
         for k in ks:
             kcfg = dataclasses.replace(cfg, n_tasks=k)
             what = f"the engine's program for {runs} runs of {name} with {k} tasks"
-            model = ModelConfig.of(name)
             rates[str(k)], _ = engine_rate(model, task, kcfg, runs, 1, 2, what=what)
         log(f"{name:<14} by tasks K (1 device): "
             + ", ".join(f"{k}: {r:.0f}" for k, r in rates.items()))  # fmt: skip
@@ -842,7 +841,7 @@ def measure(
         )
     if tasks:
         scaled = [m for m in models if m in TASK_MODELS] or list(models)[:1]
-        short = bench_config(min(steps, TASK_STEPS), batch)  # K = 16 is up to 11x slower
+        short = bench_config(min(steps, TASK_STEPS), batch)  # K = 16 is up to 9x slower
         result["task_scaling"] = task_scaling(scaled, task, short, runs, tasks, log)
     if peaks:
         peak = result["peak_gflops"] = max(peaks)

@@ -298,7 +298,7 @@ def draw_negative(res: Results, out: Path, caption: str) -> list[Path]:
     if not models or not any(key[0] == BASELINE for key in table):
         return []
     fig, rows = _against_k(table, models, _neg_fn, "fraction of tasks with negative transfer")
-    header = ["model", "size", "p_in", "clusters", "tasks", "fraction", "_", "_"]
+    header = ["model", "size", "p_in", "clusters", "tasks", "fraction"]
     plots.write_csv(out / "many_tasks_negative.csv", header, [r[:6] for r in rows])
     return [plots.save(fig, out / "many_tasks_negative.png", caption)]
 
