@@ -400,6 +400,12 @@ def paired_bootstrap(
     return point, lo, hi
 
 
+def mean_diff(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The mean of ``a - b`` along ``axis``: the paired mean difference, as a statistic for
+    :func:`paired_bootstrap` (``stats.paired_bootstrap(mean_diff, [a, b])``)."""
+    return np.mean(a - b, axis=axis)
+
+
 def paired_diff(a: np.ndarray, b: np.ndarray, statistic=None, seed: int = 0):
     """``(point, lo, hi)`` of ``statistic(a) - statistic(b)`` over paired runs (default: the
     mean), with a paired percentile-bootstrap 95% CI (:func:`paired_bootstrap`).

@@ -103,23 +103,19 @@ def _size_axis(ax, sizes) -> None:
     ax.minorticks_off()
 
 
-def _diff(a, b, axis):
-    return np.mean(a - b, axis=axis)
-
-
 def effect(table, model: str, n, p: float, ref: float = 1.0):
     """``(point, lo, hi)``: the paired relatedness effect of ``model`` at size ``n``, the
     mean over runs of (loss at ``p`` − the same run's loss at ``ref``), with its paired
     95% bootstrap CI."""
     by = table[(model, n)]
-    return stats.paired_bootstrap(_diff, [by[round(p, 6)], by[round(ref, 6)]])
+    return stats.paired_bootstrap(stats.mean_diff, [by[round(p, 6)], by[round(ref, 6)]])
 
 
 def gain(table, model: str, n, p: float):
     """``(point, lo, hi)``: the MTL gain of ``model`` at size ``n`` and correlation ``p``:
     the mean over runs of (single-task loss − the same run's ``model`` loss), paired CI."""
     return stats.paired_bootstrap(
-        _diff, [table[(BASELINE, n)][round(p, 6)], table[(model, n)][round(p, 6)]]
+        stats.mean_diff, [table[(BASELINE, n)][round(p, 6)], table[(model, n)][round(p, 6)]]
     )
 
 
@@ -269,7 +265,7 @@ def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
         ref = 1.0 if measure is effect else p
         a = _per_run(table, measure, m, small, p, ref)
         b = _per_run(table, measure, m, None, p, ref)
-        ci = stats.paired_bootstrap(_diff, [a, b])
+        ci = stats.paired_bootstrap(stats.mean_diff, [a, b])
         holds &= bool(ci[1] > 0)
         parts.append(f"{get(m).label} {fmt_ci(*ci)}")
     return Verdict(holds, f"{what} at {size_label(small)} minus in the stream: " + ", ".join(parts))

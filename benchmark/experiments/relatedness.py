@@ -22,10 +22,6 @@ def cells(profile):
     return grid(profile, models, profile.correlations, profile.sweep_runs)
 
 
-def _mean_diff(a, b, axis):
-    return np.mean(a - b, axis=axis)
-
-
 def draw(res: Results, out: Path, caption: str) -> list[Path]:
     """Left: the IQM of each run's mean-over-tasks loss, with a 95% bootstrap CI. Right:
     each run's loss minus the same run's loss at the largest correlation (run i shares its
@@ -38,7 +34,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         mid, lo, hi, d = [], [], [], []
         for x in xs:
             m, (a, b) = stats.iqm(per_run[x]), stats.iqm_ci(per_run[x])
-            diff = stats.paired_bootstrap(_mean_diff, [per_run[x], ref])
+            diff = stats.paired_bootstrap(stats.mean_diff, [per_run[x], ref])
             mid.append(m), lo.append(a), hi.append(b), d.append(diff)
             n_ok = int(np.isfinite(per_run[x]).sum())
             rows.append([name, x, n_ok, m, a, b, *diff])
