@@ -360,6 +360,49 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
     gain = list(csv.DictReader(open(tmp_path / "data_regime_gain.csv")))
     assert {r["size"] for r in gain} == {"1e4", "stream"}
     assert dr.BASELINE not in {r["model"] for r in gain}
+    acting = list(csv.DictReader(open(tmp_path / "data_regime_acting_size.csv")))
+    assert [(r["size"], r["architectures_above_0"], r["chosen"]) for r in acting] == [
+        ("1e4", "4", "False")  # the other finite sizes are not stored: nothing is chosen
+    ]
+
+
+def _regime_sizes(effects):
+    """data_regime's ends at the given sizes: ``effects[n]`` is each multi-task
+    architecture's exact relatedness effect (task 1's loss 0.2 + effect at p = 0, 0.2 at
+    p = 1, a run's own noise the same at both)."""
+    from benchmark.experiments import data_regime as dr
+
+    z, cells = _draws(), []
+    for n, eff in effects.items():
+        noise = {m: 0.01 * z() for m in dr.MODELS}
+        level = dict(zip(dr.MODELS, (0.0, *eff), strict=True))
+        for p in (0.0, 1.0):
+            for m in dr.MODELS:
+                cell = _cell(m, p, 0.2 + level[m] * (1 - p) + noise[m])
+                cell.meta |= {"series": f"{m} @ {dr.size_label(n)}", "n_train": n}
+                cell.arrays["best"] = cell.arrays["final"]
+                cells.append(cell)
+    return _results("data_regime", cells)
+
+
+def test_many_tasks_finite_regime_rule_picks_where_relatedness_acts_most():
+    """`acting_size`: the size where the most architectures' paired effect CI is above 0
+    wins, a tie goes to the larger mean relative effect, and nothing is chosen until every
+    finite size's ends are stored."""
+    from benchmark.experiments import data_regime as dr
+
+    none, three = (0.0,) * 4, (0.1, 0.1, 0.1, 0.0)
+    effects = {10_000: none, 30_000: three, 100_000: (0.02,) * 4,
+               300_000: (0.3, 0.3, 0.3, -0.1), 1_000_000: none}  # fmt: skip
+    size, rows = dr.acting_size(_regime_sizes(effects))
+    assert size == 100_000
+    assert [r[:2] for r in rows] == [["1e4", 0], ["3e4", 3], ["1e5", 4], ["3e5", 3], ["1e6", 0]]
+    assert rows[3][2] == pytest.approx((0.9 - 0.1) / 4 / 0.2, abs=0.01)  # effect / loss at p=1
+    # A tie at 3 architectures: 3e5's larger mean relative effect wins over 3e4's.
+    assert dr.acting_size(_regime_sizes(effects | {100_000: three}))[0] == 300_000
+    partial = {n: e for n, e in effects.items() if n != 1_000_000}
+    size, rows = dr.acting_size(_regime_sizes(partial))
+    assert size is None and len(rows) == 4
 
 
 def test_the_data_regime_cells_train_both_ends_of_the_grid_first():

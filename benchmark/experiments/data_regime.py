@@ -222,6 +222,13 @@ def draw_effect(res: Results, out: Path, caption: str) -> list[Path]:
         ["model", "correlation", "size", "effect", "ci_lo", "ci_hi"],
         rows,
     )
+    size, sizes = acting_size(res)
+    chosen = None if size is None else size_label(size)
+    plots.write_csv(
+        out / "data_regime_acting_size.csv",
+        ["size", "architectures_above_0", "mean_relative_effect", "chosen"],
+        [[*r, r[0] == chosen] for r in sizes],
+    )
     return [plots.save(fig, out / "data_regime_effect.png", caption)]
 
 
@@ -245,6 +252,37 @@ def draw_gain(res: Results, out: Path, caption: str) -> list[Path]:
     header = ["model", "correlation", "size", "gain", "ci_lo", "ci_hi"]
     plots.write_csv(out / "data_regime_gain.csv", header, rows)
     return [plots.save(fig, out / "data_regime_gain.png", caption)]
+
+
+def acting_size(res: Results) -> tuple[int | None, list[list]]:
+    """The finite training-set size where relatedness acts most: the rule, declared in
+    docs/many_tasks.md before its inputs were stored, that fixes ``many_tasks``' finite
+    regime. It reads task 1's early-stopped loss at p = 0 and p = 1 and no claim.
+
+    For each finite size: how many multi-task architectures of :data:`MODELS` have a
+    paired relatedness effect (loss at p = 0 − the same run's loss at p = 1) whose 95% CI
+    is above 0, and their mean relative effect (each one's effect over its mean loss at
+    p = 1). The size with the most such architectures wins; a tie goes to the larger mean
+    relative effect.
+
+    Returns:
+        ``(size, rows)``: ``size`` is None until every finite size of :data:`SIZES` has
+        both ends of every architecture stored; ``rows`` are ``[size label, architectures
+        above 0, mean relative effect]`` for each size whose ends are stored, ascending.
+    """
+    table = _table(res)
+    finite = [n for n in SIZES if n is not None]
+    scores, rows = {}, []
+    for n in finite:
+        if not all(_has(table, m, n, 0.0, effect) for m in MODELS[1:]):
+            continue
+        cis = {m: effect(table, m, n, 0.0) for m in MODELS[1:]}
+        rel = [ci[0] / stats.finite_mean(table[(m, n)][1.0]) for m, ci in cis.items()]
+        scores[n] = (sum(ci[1] > 0 for ci in cis.values()), float(np.mean(rel)))
+        rows.append([size_label(n), *scores[n]])
+    if len(scores) < len(finite):
+        return None, rows
+    return max(scores, key=lambda n: scores[n]), rows
 
 
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
