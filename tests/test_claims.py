@@ -548,6 +548,10 @@ def test_the_stream_gap_arms_change_one_thing_each_and_share_data_regimes_cells(
     regime = {c.key() for c in dr.cells(prof)}
     shared = [c.series for c in cells if c.key() in regime]
     assert shared == ["1e5", "1e6", "stream"]
+    runs = {c.series: c.n_runs for c in cells}
+    assert {a for a, n in runs.items() if n == sg.EXTEND * prof.sweep_runs} == set(sg.EXTENDED)
+    assert {n for a, n in runs.items() if a not in sg.EXTENDED} == {prof.sweep_runs}
+    assert {x for pair in sg.PAIRS for x in pair} <= set(runs)
     base = cells[3].spec  # the stream, the profile's protocol
     for c in cells:
         t = c.spec.train
@@ -580,3 +584,13 @@ def test_the_stream_gap_figure_reads_the_bad_cluster(tmp_path):
     assert abs(float(rows["1e5"]["bad_share"]) - 0.2) < 0.1
     assert abs(float(rows["stream"]["bad_share"]) - 0.6) < 0.1
     assert float(rows["stream"]["bad_lo"]) < 0.6 < float(rows["stream"]["bad_hi"]) + 0.1
+    pairs = {
+        (r["arm"], r["reference"]): r
+        for r in csv.DictReader(open(tmp_path / "stream_gap_paired.csv"))
+    }
+    assert list(pairs) == list(sg.PAIRS)
+    gap = pairs[("stream", "1e5")]
+    assert int(gap["runs"]) == N and abs(float(gap["bad_diff"]) - 0.4) < 0.2
+    assert float(gap["bad_lo"]) > 0 and float(gap["loss_lo"]) > 0  # the stream: more bad runs
+    same = pairs[("1e7", "1e5")]  # two fixed sets: the same share
+    assert float(same["bad_lo"]) < 0 < float(same["bad_hi"])
