@@ -405,6 +405,33 @@ def test_many_tasks_finite_regime_rule_picks_where_relatedness_acts_most():
     assert size is None and len(rows) == 4
 
 
+def test_the_data_regime_baseline_reads_its_p0_run_where_it_did_not_train(tmp_path):
+    """The single-task baseline trains at p = 0 and 1 only; at 0.5 its task 1 is p = 0's
+    (the same run), in the loss figure and in the MTL gain."""
+    import csv
+
+    from benchmark.experiments import data_regime as dr
+
+    z, cells = _draws(), []
+    for p in (0.0, 0.5, 1.0):
+        for m in dr.MODELS:
+            if m == dr.BASELINE and p not in dr.BASELINE_PS:
+                continue
+            loss = 0.5 + 0.01 * z() if m == dr.BASELINE else 0.2 + 0.1 * (1 - p) + 0.0 * z()
+            cell = _cell(m, p, loss)
+            cell.meta |= {"series": f"{m} @ 1e4", "n_train": 10_000}
+            cell.arrays["best"] = cell.arrays["final"]
+            cells.append(cell)
+    res = _results("data_regime", cells)
+    table = dr._table(res)
+    base = table[(dr.BASELINE, 10_000)]
+    assert sorted(base) == [0.0, 0.5, 1.0] and base[0.5] is base[0.0]
+    assert dr.gain(table, "mmoe", 10_000, 0.5)[0] == pytest.approx(np.mean(base[0.0]) - 0.25)
+    dr.draw_loss(res, tmp_path, "c")
+    rows = list(csv.DictReader(open(tmp_path / "data_regime_loss.csv")))
+    assert {r["correlation"] for r in rows if r["model"] == dr.BASELINE} == {"0", "0.5", "1"}
+
+
 def test_the_data_regime_cells_train_both_ends_of_the_grid_first():
     """Its cells: every size, correlation and architecture, with a validation set, the
     p = 0 and p = 1 cells (all its claims read) first; the stream cells differ from the
@@ -413,7 +440,9 @@ def test_the_data_regime_cells_train_both_ends_of_the_grid_first():
 
     prof = protocol.get_profile("default")
     cells = dr.cells(prof)
-    assert len(cells) == len(dr.SIZES) * len(dr.CORRS) * len(dr.MODELS)
+    per_size = len(dr.CORRS) * (len(dr.MODELS) - 1) + len(dr.BASELINE_PS)
+    assert len(cells) == len(dr.SIZES) * per_size
+    assert {c.x for c in cells if c.model.name == dr.BASELINE} == set(dr.BASELINE_PS)
     assert len({c.key() for c in cells}) == len(cells)
     first = cells[: 2 * len(dr.SIZES) * len(dr.MODELS)]
     assert {c.x for c in first} == {0.0, 1.0}
@@ -436,7 +465,8 @@ def test_the_data_regime_trains_another_architecture_on_request(tmp_path, capsys
     extra = exp.extra_cells(smoke, ["cgc", "mmoe"])  # mmoe is one of its own
     assert len(extra) == grid and {c.model.name for c in extra} == {"cgc"}
     others = len(models.names()) - len(dr.MODELS)
-    assert len(exp.every_cell(smoke)) == grid * (len(dr.MODELS) + others)
+    baseline = len(dr.SIZES) * len(dr.BASELINE_PS)  # the baseline trains the ends only
+    assert len(exp.every_cell(smoke)) == grid * (len(dr.MODELS) - 1 + others) + baseline
     work = runner.plan(smoke, [exp], tmp_path, models=["cgc"])
     assert work.counts()["cells_to_train"] == grid
     argv = ["run", "data_regime", "--profile", "smoke", "--out", str(tmp_path), "--dry-run"]

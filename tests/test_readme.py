@@ -124,3 +124,24 @@ def test_many_tasks_trains_the_finite_size_that_the_rule_picks():
     if size is None:
         pytest.skip(f"data_regime's ends are stored at {len(rows)} of the finite sizes")
     assert mt.SIZES[0] == size, rows
+
+
+def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation():
+    """Why `data_regime` trains its baseline at p = 0 and 1 only: in every stored pair, task
+    1's curves, final and early-stopped losses are equal bit for bit."""
+    import numpy as np
+
+    from benchmark import protocol, runner
+    from benchmark.experiments import data_regime as dr
+
+    prof = protocol.get_profile("default")
+    res, _ = runner.load_stored_cells(DEFAULT, prof, experiments.get("data_regime"))
+    by: dict = {}
+    for c in res.cells:
+        if c.meta["model"] == dr.BASELINE:
+            by.setdefault(c.meta.get("n_train"), {})[c.x] = c
+    pairs = [(d[0.0], d[1.0]) for d in by.values() if 0.0 in d and 1.0 in d]
+    assert pairs, "no stored single-task pair"
+    for a, b in pairs:
+        for key in ("curves", "final", "best"):
+            assert np.array_equal(a.arrays[key][..., 0], b.arrays[key][..., 0], equal_nan=True)

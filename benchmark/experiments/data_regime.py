@@ -39,6 +39,9 @@ CORRS = (0.0, 0.5, 0.9, 0.95, 0.98, 0.99, 1.0)  # dense where the label correlat
 # the middle, then the correlations near 1.
 TRAIN_ORDER = (0.0, 1.0, 0.5, 0.9, 0.95, 0.98, 0.99)
 BASELINE = "single_task"
+# The baseline trains at the two ends only: its task 1 is the same run, bit for bit, at
+# every correlation (a test checks the stored cells), so its other correlations read p=0.
+BASELINE_PS = (0.0, 1.0)
 MODELS = (BASELINE, "shared_bottom", "omoe", "mmoe", "ple")
 N_VAL = 2_000
 SELECTION = "best"  # early stopping, in every regime
@@ -56,11 +59,14 @@ def size_label(n: int | None) -> str:
 
 def _grid(profile, models) -> tuple[Cell, ...]:
     """Every (correlation, size, model config), ``profile.sweep_runs`` runs each, in
-    ``TRAIN_ORDER``. A cell's x is its correlation; its series is ``"<label> @ <size>"``."""
+    ``TRAIN_ORDER``; the single-task baseline at :data:`BASELINE_PS` only. A cell's x is
+    its correlation; its series is ``"<label> @ <size>"``."""
     out = []
     for p in TRAIN_ORDER:
         for n in SIZES:
             for model in models:
+                if model.name == BASELINE and p not in BASELINE_PS:
+                    continue
                 spec = profile.spec(model, p, n_train=n, n_val=N_VAL)
                 label = f"{spec.model.display()} @ {size_label(n)}"
                 out.append(Cell(spec, profile.sweep_runs, series=label))
@@ -71,11 +77,17 @@ cells, extra = model_grid(_grid, MODELS)  # MODELS' grid; any other's on request
 
 
 def _table(res: Results) -> dict:
-    """``{(model, n): {p: (runs,) task 1's early-stopped test MSE}}``."""
+    """``{(model, n): {p: (runs,) task 1's early-stopped test MSE}}``. The baseline's
+    task 1 at a correlation it did not train is its task 1 at p = 0 (the same run)."""
     out: dict = {}
     for c in res.cells:
         loss = c.loss(SELECTION)[:, 0]
         out.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = loss
+    every_p = {p for by in out.values() for p in by}
+    for (m, _), by in out.items():
+        if m == BASELINE and 0.0 in by:
+            for p in every_p - set(by):
+                by[p] = by[0.0]
     return out
 
 
