@@ -493,7 +493,7 @@ _RULES = (
 
 
 def _claim(name, fn, words, source, rule, n) -> Claim:
-    where = "on 1e5 points per task" if n is not None else "in the stream"
+    where = f"on {size_label(n)} points per task" if n is not None else "in the stream"
     return Claim(
         f"many_tasks.{name}_{size_label(n)}",
         source,
@@ -509,8 +509,8 @@ CLAIMS = tuple(_claim(*rule, n) for n in SIZES for rule in _RULES)
 register(
     Experiment(
         name="many_tasks",
-        description="K = 2..16 tasks in C clusters of related tasks, 1e5 points and the "
-        "stream; single-task/SB/MMoE/DSelect-k/CGC/AdaTT",
+        description=f"K = 2..16 tasks in C clusters of related tasks, {size_label(SIZES[0])} "
+        "points and the stream; single-task/SB/MMoE/DSelect-k/CGC/AdaTT",
         cells=cells,
         figures=(draw_mean_loss, draw_worst_loss, draw_negative, draw_routing, draw_cost),
         claims=CLAIMS,
