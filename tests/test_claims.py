@@ -400,6 +400,12 @@ def test_many_tasks_finite_regime_rule_picks_where_relatedness_acts_most():
     assert rows[3][2] == pytest.approx((0.9 - 0.1) / 4 / 0.2, abs=0.01)  # effect / loss at p=1
     # A tie at 3 architectures: 3e5's larger mean relative effect wins over 3e4's.
     assert dr.acting_size(_regime_sizes(effects | {100_000: three}))[0] == 300_000
+    # PLE's runs all diverged at 1e4: its undefined relative effect is left out of the
+    # mean, not allowed to decide the tie (0.5 at 1e4 against 0.75 at 3e4).
+    diverged = {n: none for n in effects} | {10_000: (0.1, 0.1, 0.1, np.nan),
+                                              30_000: (0.2, 0.2, 0.2, 0.0)}  # fmt: skip
+    size, rows = dr.acting_size(_regime_sizes(diverged))
+    assert size == 30_000 and rows[0][1:] == [3, pytest.approx(0.5, abs=0.01)]
     partial = {n: e for n, e in effects.items() if n != 1_000_000}
     size, rows = dr.acting_size(_regime_sizes(partial))
     assert size is None and len(rows) == 4
@@ -602,7 +608,10 @@ def test_the_stream_gap_figure_reads_the_bad_cluster(tmp_path):
     cells = []
     for i, (label, n, _) in enumerate(sg.ARMS):
         share = 0.2 if n else 0.6  # a fixed set: fewer runs in the bad cluster
-        final = np.where(rng.random(N) < share, 0.18, 0.03) + 0.005 * rng.random(N)
+        runs = N * (sg.EXTEND if label in sg.EXTENDED else 1)
+        final = np.where(rng.random(runs) < share, 0.18, 0.03) + 0.005 * rng.random(runs)
+        if label == "stream":
+            final[5] = np.nan  # a diverged run
         cell = _cell("shared_bottom", float(i), final)
         cell.meta |= {"series": label, "n_train": n, "steps": 2000}
         cell.arrays["best"] = cell.arrays["final"] * 0.9
@@ -620,7 +629,10 @@ def test_the_stream_gap_figure_reads_the_bad_cluster(tmp_path):
     }
     assert list(pairs) == list(sg.PAIRS)
     gap = pairs[("stream", "1e5")]
-    assert int(gap["runs"]) == N and abs(float(gap["bad_diff"]) - 0.4) < 0.2
+    # Over the runs both arms hold (the 80-run arms cut to the other's 20) that neither
+    # diverged in.
+    assert int(gap["runs"]) == sg.EXTEND * N - 1 and abs(float(gap["bad_diff"]) - 0.4) < 0.2
+    assert [int(pairs[k]["runs"]) for k in (("1e7", "1e5"), ("stream", "1e7"))] == [N, N - 1]
     assert float(gap["bad_lo"]) > 0 and float(gap["loss_lo"]) > 0  # the stream: more bad runs
     same = pairs[("1e7", "1e5")]  # two fixed sets: the same share
     assert float(same["bad_lo"]) < 0 < float(same["bad_hi"])

@@ -78,16 +78,18 @@ cells, extra = model_grid(_grid, MODELS)  # MODELS' grid; any other's on request
 
 def _table(res: Results) -> dict:
     """``{(model, n): {p: (runs,) task 1's early-stopped test MSE}}``. The baseline's
-    task 1 at a correlation it did not train is its task 1 at p = 0 (the same run)."""
+    task 1 at a correlation it did not train is its task 1 at p = 0, or at p = 1 while
+    p = 0 is not stored (the same run)."""
     out: dict = {}
     for c in res.cells:
         loss = c.loss(SELECTION)[:, 0]
         out.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = loss
     every_p = {p for by in out.values() for p in by}
     for (m, _), by in out.items():
-        if m == BASELINE and 0.0 in by:
+        trained = [by[p] for p in BASELINE_PS if p in by]
+        if m == BASELINE and trained:
             for p in every_p - set(by):
-                by[p] = by[0.0]
+                by[p] = trained[0]
     return out
 
 
@@ -273,9 +275,10 @@ def acting_size(res: Results) -> tuple[int | None, list[list]]:
 
     For each finite size: how many multi-task architectures of :data:`MODELS` have a
     paired relatedness effect (loss at p = 0 − the same run's loss at p = 1) whose 95% CI
-    is above 0, and their mean relative effect (each one's effect over its mean loss at
-    p = 1). The size with the most such architectures wins; a tie goes to the larger mean
-    relative effect.
+    is above 0, and the mean over all of them of the relative effect (each one's effect
+    over its mean loss at p = 1; an undefined one, where too few runs are finite, is left
+    out). The size with the most architectures above 0 wins; a tie goes to the larger
+    mean relative effect.
 
     Returns:
         ``(size, rows)``: ``size`` is None until every finite size of :data:`SIZES` has
@@ -290,11 +293,16 @@ def acting_size(res: Results) -> tuple[int | None, list[list]]:
             continue
         cis = {m: effect(table, m, n, 0.0) for m in MODELS[1:]}
         rel = [ci[0] / stats.finite_mean(table[(m, n)][1.0]) for m, ci in cis.items()]
-        scores[n] = (sum(ci[1] > 0 for ci in cis.values()), float(np.mean(rel)))
+        scores[n] = (sum(ci[1] > 0 for ci in cis.values()), float(stats.finite_mean(rel)))
         rows.append([size_label(n), *scores[n]])
     if len(scores) < len(finite):
         return None, rows
-    return max(scores, key=lambda n: scores[n]), rows
+
+    def rank(n):
+        count, rel = scores[n]
+        return count, rel if np.isfinite(rel) else -np.inf
+
+    return max(scores, key=rank), rows
 
 
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:

@@ -110,10 +110,10 @@ def _bad(final: np.ndarray) -> np.ndarray:
 
 
 def paired(res: Results) -> list[list]:
-    """The :data:`PAIRS` whose arms are stored, each over the runs both arms hold (run i
-    has the same key, so the same task weights, initialisation and test set, in every
-    arm): ``[arm, reference, runs, bad-share difference, lo, hi, mean final-loss
-    difference, lo, hi]``, arm minus reference, paired 95% bootstrap CIs."""
+    """The :data:`PAIRS` whose arms are stored, each over the runs both arms hold and
+    neither diverged in (run i has the same key, so the same task weights, initialisation
+    and test set, in every arm): ``[arm, reference, runs, bad-share difference, lo, hi,
+    mean final-loss difference, lo, hi]``, arm minus reference, paired 95% bootstrap CIs."""
     by = {c.series: c.loss("final")[:, 0] for c in res.cells}
     rows = []
     for a, b in PAIRS:
@@ -123,7 +123,8 @@ def paired(res: Results) -> list[list]:
         x, y = by[a][:n], by[b][:n]
         bad = stats.paired_bootstrap(stats.mean_diff, [_bad(x), _bad(y)])
         loss = stats.paired_bootstrap(stats.mean_diff, [x, y])
-        rows.append([a, b, n, *bad, *loss])
+        both = int(np.sum(np.isfinite(x) & np.isfinite(y)))  # a diverged run drops its pair
+        rows.append([a, b, both, *bad, *loss])
     return rows
 
 
