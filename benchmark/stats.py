@@ -406,6 +406,12 @@ def mean_diff(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.mean(a - b, axis=axis)
 
 
+def mean_ratio(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``mean(a) / mean(b) − 1`` along ``axis``: the relative paired difference, as a
+    statistic for :func:`paired_bootstrap`."""
+    return np.mean(a, axis=axis) / np.mean(b, axis=axis) - 1.0
+
+
 def paired_diff(a: np.ndarray, b: np.ndarray, statistic=None, seed: int = 0):
     """``(point, lo, hi)`` of ``statistic(a) - statistic(b)`` over paired runs (default: the
     mean), with a paired percentile-bootstrap 95% CI (:func:`paired_bootstrap`).

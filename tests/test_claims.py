@@ -357,6 +357,10 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
     assert effect[(dr.BASELINE, "1e4")] == 0.0
     assert abs(effect[("mmoe", "1e4")] - 0.3) < 0.02
     assert abs(effect[("mmoe", "stream")] - 0.05) < 0.02
+    relative = {(r["model"], r["size"]): float(r["relative"]) for r in rows}
+    assert relative[(dr.BASELINE, "1e4")] == 0.0
+    assert abs(relative[("mmoe", "1e4")] - 0.3 / 0.2) < 0.15  # loss 0.5 at p = 0, 0.2 at 1
+    assert all(float(r["rel_lo"]) <= float(r["relative"]) <= float(r["rel_hi"]) for r in rows)
     gain = list(csv.DictReader(open(tmp_path / "data_regime_gain.csv")))
     assert {r["size"] for r in gain} == {"1e4", "stream"}
     assert dr.BASELINE not in {r["model"] for r in gain}

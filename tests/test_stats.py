@@ -18,6 +18,7 @@ from benchmark.stats import (
     iqm_ci,
     mean_ci,
     mean_diff,
+    mean_ratio,
     paired_bootstrap,
     prob_better,
     prob_better_ci,
@@ -240,7 +241,7 @@ def test_mean_ci_is_the_normal_interval_for_many_runs():
     assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.2 * half)
 
 
-def test_paired_bootstrap_of_mean_diff_removes_the_shared_spread():
+def test_paired_bootstrap_of_mean_diff_and_ratio():
     # Run i shares s[i] (spread 10) across a and b; the difference's own spread is 0.1, so
     # the paired CI is about +-1.96 * 0.1 / sqrt(200) = +-0.014 around the true 0.5.
     rng = np.random.default_rng(3)
@@ -252,6 +253,10 @@ def test_paired_bootstrap_of_mean_diff_removes_the_shared_spread():
     assert point == pytest.approx(np.mean(a[ok] - b[ok]))
     assert lo < point < hi and hi - lo < 0.05 and lo < 0.5 < hi
     assert mean_diff(np.array([[3.0, 1.0]]), np.array([[1.0, 0.0]]), axis=1) == [1.5]
+    assert mean_ratio(np.array([[3.0, 1.0]]), np.array([[1.0, 1.0]]), axis=1) == [1.0]
+    point, lo, hi = paired_bootstrap(mean_ratio, [a + 20, b + 20], n_boot=SMALL_BOOT)
+    assert point == pytest.approx(np.mean(a[ok] + 20) / np.mean(b[ok] + 20) - 1)
+    assert lo < point < hi
 
 
 def test_mean_ci_edge_cases():

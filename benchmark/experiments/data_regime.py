@@ -125,6 +125,14 @@ def effect(table, model: str, n, p: float, ref: float = 1.0):
     return stats.paired_bootstrap(stats.mean_diff, [by[round(p, 6)], by[round(ref, 6)]])
 
 
+def relative(table, model: str, n, p: float, ref: float = 1.0):
+    """``(point, lo, hi)``: the relative relatedness effect of ``model`` at size ``n``,
+    its mean loss at ``p`` over its mean loss at ``ref``, minus 1 (the same runs), with
+    its paired 95% bootstrap CI: comparable across sizes whose losses differ 50-fold."""
+    by = table[(model, n)]
+    return stats.paired_bootstrap(stats.mean_ratio, [by[round(p, 6)], by[round(ref, 6)]])
+
+
 def gain(table, model: str, n, p: float):
     """``(point, lo, hi)``: the MTL gain of ``model`` at size ``n`` and correlation ``p``:
     the mean over runs of (single-task loss − the same run's ``model`` loss), paired CI."""
@@ -174,14 +182,14 @@ def draw_loss(res: Results, out: Path, caption: str) -> list[Path]:
     return [plots.save(fig, out / "data_regime_loss.png", caption)]
 
 
-def _against_size(table, models, fn, panels, ylabel, title):
-    """Figure rows and series of ``fn(table, model, n, p)`` against size, one panel per
-    ``p`` of ``panels``."""
+def _against_size(axes, table, models, fn, panels, ylabel, title) -> list[list]:
+    """Draw ``fn(table, model, n, p)`` against size into ``axes``, one panel per ``p`` of
+    ``panels``, one line per model; returns the CSV rows ``[model, p, size, point, lo,
+    hi]``."""
     sizes = _sizes(table)
     largest = max((s for s in sizes if s is not None), default=1.0)
-    fig, axes = plots.figure(1, len(panels), figsize=(5.5 * len(panels) + 2, 4.5), sharey=True)
     rows = []
-    for ax, p in zip(axes[0], panels, strict=True):
+    for ax, p in zip(axes, panels, strict=True):
         series = []
         for m in models:
             have = [n for n in sizes if _has(table, m, n, p, fn)]
@@ -201,11 +209,11 @@ def _against_size(table, models, fn, panels, ylabel, title):
         )
         ax.axhline(0, color="k", lw=0.8)
         _size_axis(ax, sizes)
-    return fig, rows
+    return rows
 
 
 def _has(table, m, n, p, fn) -> bool:
-    need = [(m, n, p)] + ([(m, n, 1.0)] if fn is effect else [(BASELINE, n, p)])
+    need = [(m, n, p)] + ([(BASELINE, n, p)] if fn is gain else [(m, n, 1.0)])
     return all(round(q, 6) in table.get((mm, nn), {}) for mm, nn, q in need)
 
 
@@ -215,27 +223,40 @@ def _effect_panels(table) -> list[float]:
 
 
 def draw_effect(res: Results, out: Path, caption: str) -> list[Path]:
-    """The paired relatedness effect (each run's loss at ``p`` minus its loss at p = 1)
+    """The paired relatedness effect (each run's loss at ``p`` against its loss at p = 1)
     against the training-set size, one line per architecture, at the lowest correlation
-    and at 0.9; the single-task baseline is the control (its task 1 does not change
-    with p)."""
+    and at 0.9: the difference of the mean losses (top) and their ratio minus 1 (bottom).
+    The single-task baseline is the control (its task 1 does not change with p)."""
     table = _table(res)
     panels = _effect_panels(table)
     if not panels:
         return []
-    fig, rows = _against_size(
+    models = _models(table)
+    fig, axes = plots.figure(2, len(panels), figsize=(5.5 * len(panels) + 2, 8.6))
+    rows = _against_size(
+        axes[0],
         table,
-        _models(table),
+        models,
         effect,
         panels,
-        "loss at p − the same run's loss at p = 1 (mean, paired 95% CI)",
+        "loss at p − loss at p = 1 (mean, paired 95% CI)",
         lambda p: f"relatedness effect, p = {p:g} against p = 1",
+    )
+    rel = _against_size(
+        axes[1],
+        table,
+        models,
+        relative,
+        panels,
+        "mean loss at p / at p = 1 − 1 (paired 95% CI)",
+        lambda p: f"relative effect, p = {p:g} against p = 1",
     )
     plots.write_csv(
         out / "data_regime_effect.csv",
-        ["model", "correlation", "size", "effect", "ci_lo", "ci_hi"],
-        rows,
-    )
+        ["model", "correlation", "size", "effect", "ci_lo", "ci_hi", "relative", "rel_lo",
+         "rel_hi"],
+        [[*r, *q[3:]] for r, q in zip(rows, rel, strict=True)],
+    )  # fmt: skip
     size, sizes = acting_size(res)
     chosen = None if size is None else size_label(size)
     plots.write_csv(
@@ -255,7 +276,9 @@ def draw_gain(res: Results, out: Path, caption: str) -> list[Path]:
     models = [m for m in _models(table) if m != BASELINE]
     if not panels or not models:
         return []
-    fig, rows = _against_size(
+    fig, axes = plots.figure(1, len(panels), figsize=(5.5 * len(panels) + 2, 4.5), sharey=True)
+    rows = _against_size(
+        axes[0],
         table,
         models,
         gain,
