@@ -364,9 +364,10 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
     gain = list(csv.DictReader(open(tmp_path / "data_regime_gain.csv")))
     assert {r["size"] for r in gain} == {"1e4", "stream"}
     assert dr.BASELINE not in {r["model"] for r in gain}
-    acting = list(csv.DictReader(open(tmp_path / "data_regime_acting_size.csv")))
-    assert [(r["size"], r["architectures_above_0"], r["chosen"]) for r in acting] == [
-        ("1e4", "4", "False")  # the other finite sizes are not stored: nothing is chosen
+    sizes = list(csv.DictReader(open(tmp_path / "data_regime_sizes.csv")))
+    # Only the finite sizes stored: 1e4, where every architecture's effect is 0.3.
+    assert [(r["size"], r["effect_above_0"], r["effect_below_0"]) for r in sizes] == [
+        ("1e4", "4", "0")
     ]
 
 
@@ -389,30 +390,18 @@ def _regime_sizes(effects):
     return _results("data_regime", cells)
 
 
-def test_many_tasks_finite_regime_rule_picks_where_relatedness_acts_most():
-    """`acting_size`: the size where the most architectures' paired effect CI is above 0
-    wins, a tie goes to the larger mean relative effect, and nothing is chosen until every
-    finite size's ends are stored."""
+def test_the_data_regime_size_table_counts_the_architectures_where_relatedness_acts():
+    """`size_table`: per finite size with both ends stored, how many architectures' paired
+    effect CI is above 0 and below 0, and their mean relative effect, an undefined one
+    (every run diverged) left out."""
     from benchmark.experiments import data_regime as dr
 
-    none, three = (0.0,) * 4, (0.1, 0.1, 0.1, 0.0)
-    effects = {10_000: none, 30_000: three, 100_000: (0.02,) * 4,
-               300_000: (0.3, 0.3, 0.3, -0.1), 1_000_000: none}  # fmt: skip
-    size, rows = dr.acting_size(_regime_sizes(effects))
-    assert size == 100_000
-    assert [r[:2] for r in rows] == [["1e4", 0], ["3e4", 3], ["1e5", 4], ["3e5", 3], ["1e6", 0]]
-    assert rows[3][2] == pytest.approx((0.9 - 0.1) / 4 / 0.2, abs=0.01)  # effect / loss at p=1
-    # A tie at 3 architectures: 3e5's larger mean relative effect wins over 3e4's.
-    assert dr.acting_size(_regime_sizes(effects | {100_000: three}))[0] == 300_000
-    # PLE's runs all diverged at 1e4: its undefined relative effect is left out of the
-    # mean, not allowed to decide the tie (0.5 at 1e4 against 0.75 at 3e4).
-    diverged = {n: none for n in effects} | {10_000: (0.1, 0.1, 0.1, np.nan),
-                                              30_000: (0.2, 0.2, 0.2, 0.0)}  # fmt: skip
-    size, rows = dr.acting_size(_regime_sizes(diverged))
-    assert size == 30_000 and rows[0][1:] == [3, pytest.approx(0.5, abs=0.01)]
-    partial = {n: e for n, e in effects.items() if n != 1_000_000}
-    size, rows = dr.acting_size(_regime_sizes(partial))
-    assert size is None and len(rows) == 4
+    effects = {10_000: (0.0,) * 4, 30_000: (0.1, 0.1, 0.1, 0.0),
+               100_000: (0.3, 0.3, 0.3, -0.1), 300_000: (0.1, 0.1, 0.1, np.nan)}  # fmt: skip
+    rows = dr.size_table(_regime_sizes(effects))
+    assert [r[:3] for r in rows] == [["1e4", 0, 0], ["3e4", 3, 0], ["1e5", 3, 1], ["3e5", 3, 0]]
+    assert rows[2][3] == pytest.approx((0.9 - 0.1) / 4 / 0.2, abs=0.01)  # effect / loss at p=1
+    assert rows[3][3] == pytest.approx(0.1 / 0.2, abs=0.01)  # PLE's NaN left out
 
 
 def test_the_data_regime_baseline_reads_its_p0_run_where_it_did_not_train(tmp_path):

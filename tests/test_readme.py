@@ -110,22 +110,6 @@ def test_the_claims_are_decided_in_each_data_regime_stored(tmp_path):
     assert table.count("\n") == len(fig4) + 1 and "| stream | 1e5 points |" in table
 
 
-def test_many_tasks_trains_the_finite_size_that_the_rule_picks():
-    """`many_tasks`' finite regime is the size `data_regime.acting_size` picks from the
-    stored `data_regime` cells (docs/many_tasks.md), once every finite size's ends are
-    stored."""
-    from benchmark import protocol, runner
-    from benchmark.experiments import data_regime as dr
-    from benchmark.experiments import many_tasks as mt
-
-    prof = protocol.get_profile("default")
-    res, _ = runner.load_stored_cells(DEFAULT, prof, experiments.get("data_regime"))
-    size, rows = dr.acting_size(res)
-    if size is None:
-        pytest.skip(f"data_regime's ends are stored at {len(rows)} of the finite sizes")
-    assert mt.SIZES[0] == size, rows
-
-
 def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation():
     """Why `data_regime` trains its baseline at p = 0 and 1 only: in every stored pair, task
     1's curves, final and early-stopped losses are equal bit for bit."""

@@ -257,12 +257,10 @@ def draw_effect(res: Results, out: Path, caption: str) -> list[Path]:
          "rel_hi"],
         [[*r, *q[3:]] for r, q in zip(rows, rel, strict=True)],
     )  # fmt: skip
-    size, sizes = acting_size(res)
-    chosen = None if size is None else size_label(size)
     plots.write_csv(
-        out / "data_regime_acting_size.csv",
-        ["size", "architectures_above_0", "mean_relative_effect", "chosen"],
-        [[*r, r[0] == chosen] for r in sizes],
+        out / "data_regime_sizes.csv",
+        ["size", "effect_above_0", "effect_below_0", "mean_relative_effect"],
+        size_table(res),
     )
     return [plots.save(fig, out / "data_regime_effect.png", caption)]
 
@@ -291,41 +289,24 @@ def draw_gain(res: Results, out: Path, caption: str) -> list[Path]:
     return [plots.save(fig, out / "data_regime_gain.png", caption)]
 
 
-def acting_size(res: Results) -> tuple[int | None, list[list]]:
-    """The finite training-set size where relatedness acts most: the rule, declared in
-    docs/many_tasks.md before its inputs were stored, that fixes ``many_tasks``' finite
-    regime. It reads task 1's early-stopped loss at p = 0 and p = 1 and no claim.
-
-    For each finite size: how many multi-task architectures of :data:`MODELS` have a
-    paired relatedness effect (loss at p = 0 − the same run's loss at p = 1) whose 95% CI
-    is above 0, and the mean over all of them of the relative effect (each one's effect
-    over its mean loss at p = 1; an undefined one, where too few runs are finite, is left
-    out). The size with the most architectures above 0 wins; a tie goes to the larger
-    mean relative effect.
-
-    Returns:
-        ``(size, rows)``: ``size`` is None until every finite size of :data:`SIZES` has
-        both ends of every architecture stored; ``rows`` are ``[size label, architectures
-        above 0, mean relative effect]`` for each size whose ends are stored, ascending.
-    """
+def size_table(res: Results) -> list[list]:
+    """Where relatedness acts, size by size: for each finite size whose p = 0 and p = 1
+    cells of every multi-task architecture of :data:`MODELS` are stored, ``[size label,
+    architectures whose paired relatedness effect (loss at p = 0 − the same run's loss at
+    p = 1) has its 95% CI above 0, those whose CI is below 0, the mean over them of the
+    relative effect (each one's effect over its mean loss at p = 1; one left undefined by
+    diverged runs is left out)]``, ascending."""
     table = _table(res)
-    finite = [n for n in SIZES if n is not None]
-    scores, rows = {}, []
-    for n in finite:
+    rows = []
+    for n in (n for n in SIZES if n is not None):
         if not all(_has(table, m, n, 0.0, effect) for m in MODELS[1:]):
             continue
         cis = {m: effect(table, m, n, 0.0) for m in MODELS[1:]}
         rel = [ci[0] / stats.finite_mean(table[(m, n)][1.0]) for m, ci in cis.items()]
-        scores[n] = (sum(ci[1] > 0 for ci in cis.values()), float(stats.finite_mean(rel)))
-        rows.append([size_label(n), *scores[n]])
-    if len(scores) < len(finite):
-        return None, rows
-
-    def rank(n):
-        count, rel = scores[n]
-        return count, rel if np.isfinite(rel) else -np.inf
-
-    return max(scores, key=rank), rows
+        above = sum(ci[1] > 0 for ci in cis.values())
+        below = sum(ci[2] < 0 for ci in cis.values())
+        rows.append([size_label(n), above, below, float(stats.finite_mean(rel))])
+    return rows
 
 
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:

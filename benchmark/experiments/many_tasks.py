@@ -10,9 +10,8 @@ DSelect-k's 8 shared experts are shared by all K tasks, while CGC and AdaTT give
 task its own 2 experts beside 4 shared ones (K * 2 + 4 experts), and the single-task
 baseline is K separate networks.
 
-Two data regimes, as ``data_regime`` defines them: a fixed set of points per task, of the
-size where relatedness acts most by the rule of docs/many_tasks.md
-(``data_regime.acting_size``; 10^5 until it is applied), and the stream. Model
+Two data regimes, as ``data_regime`` defines them: a fixed set of 10^5 points per task
+(the ``n1e5`` profile's size, by the rule of docs/protocol.md) and the stream. Model
 selection is early stopping (each task's test MSE at its lowest validation MSE), in both.
 The steps are a quarter of the profile's (40 000 at batch 32 for ``default``): a run-step
 of K = 16 costs up to 9 times one of K = 2 (``make bench``, ``task_scaling``), and the
@@ -44,7 +43,7 @@ KS = (2, 4, 8, 16)
 CS = (1, 2, 4)
 # Label correlation (docs/generator.md): p = 0.95 gives 0.45, about half of p = 1's 0.998.
 P_IN = (0.95, 1.0)
-SIZES = (100_000, None)  # data_regime.acting_size's size (docs/many_tasks.md), the stream
+SIZES = (100_000, None)  # the n1e5 profile's size (docs/protocol.md), and the stream
 BASELINE = "single_task"
 MODELS = (BASELINE, "shared_bottom", "mmoe", "dselect_k", "cgc", "adatt")
 HEATMAP = ("mmoe", "dselect_k")  # the gates drawn as K x K similarity maps
