@@ -297,12 +297,15 @@ def draw(root: Path, out: Path, exps: list, required: bool = True) -> list[Path]
 
 def _caption(prof: dict, res, extra: str = "") -> str:
     """The profile, the steps (the cells' own where they all train another number of
-    steps than the profile's, as ``many_tasks`` does), the batch and the runs per point."""
+    steps than the profile's, as ``many_tasks`` does), the batch and the runs per point
+    (their range where the cells differ, as in ``stream_gap``)."""
     steps = {c.meta.get("steps", prof["train"]["steps"]) for c in res.cells}
     steps = steps.pop() if len(steps) == 1 else prof["train"]["steps"]
+    runs = sorted({int(c.meta["n_runs"]) for c in res.cells})
+    runs = f"{runs[0]}–{runs[-1]}" if len(runs) > 1 else f"{res.n_runs}"
     return (
         f"profile {prof['name']} · {steps:,} steps · batch "
-        f"{prof['train']['batch_size']} · {res.n_runs} runs per point{extra}"
+        f"{prof['train']['batch_size']} · {runs} runs per point{extra}"
     )
 
 

@@ -995,3 +995,16 @@ def test_a_merge_of_another_profiles_shards_is_refused(tmp_path, capsys):
     assert "assembled: none" in out
     assert err.startswith(f"note: no experiment is complete in {dest} (cells complete: fig3 ")
     assert "merge the other shards too" in err
+
+
+def test_a_caption_gives_the_range_of_runs_where_the_cells_differ():
+    """`stream_gap` trains 80 runs in four arms and 20 in the rest: its caption says
+    20–80; an experiment whose cells agree gives their one count."""
+    prof = SMOKE.to_dict()
+
+    def res(*counts):
+        cells = [runner.CellResult({"n_runs": n, "steps": SMOKE.train.steps}, {}) for n in counts]
+        return runner.Results("x", {}, cells)
+
+    assert "· 20–80 runs per point" in cli._caption(prof, res(20, 80, 20))
+    assert "· 20 runs per point" in cli._caption(prof, res(20, 20))
