@@ -400,12 +400,6 @@ def paired_bootstrap(
     return point, lo, hi
 
 
-def mean_diff(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
-    """The mean of ``a - b`` along ``axis``: the paired mean difference, as a statistic for
-    :func:`paired_bootstrap` (``stats.paired_bootstrap(mean_diff, [a, b])``)."""
-    return np.mean(a - b, axis=axis)
-
-
 def mean_ratio(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
     """``mean(a) / mean(b) − 1`` along ``axis``: the relative paired difference, as a
     statistic for :func:`paired_bootstrap`."""

@@ -122,7 +122,7 @@ def effect(table, model: str, n, p: float, ref: float = 1.0):
     mean over runs of (loss at ``p`` − the same run's loss at ``ref``), with its paired
     95% bootstrap CI."""
     by = table[(model, n)]
-    return stats.paired_bootstrap(stats.mean_diff, [by[round(p, 6)], by[round(ref, 6)]])
+    return stats.paired_diff(by[round(p, 6)], by[round(ref, 6)])
 
 
 def relative(table, model: str, n, p: float, ref: float = 1.0):
@@ -136,9 +136,7 @@ def relative(table, model: str, n, p: float, ref: float = 1.0):
 def gain(table, model: str, n, p: float):
     """``(point, lo, hi)``: the MTL gain of ``model`` at size ``n`` and correlation ``p``:
     the mean over runs of (single-task loss − the same run's ``model`` loss), paired CI."""
-    return stats.paired_bootstrap(
-        stats.mean_diff, [table[(BASELINE, n)][round(p, 6)], table[(model, n)][round(p, 6)]]
-    )
+    return stats.paired_diff(table[(BASELINE, n)][round(p, 6)], table[(model, n)][round(p, 6)])
 
 
 def draw_loss(res: Results, out: Path, caption: str) -> list[Path]:
@@ -327,7 +325,7 @@ def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
         ref = 1.0 if measure is effect else p
         a = _per_run(table, measure, m, small, p, ref)
         b = _per_run(table, measure, m, None, p, ref)
-        ci = stats.paired_bootstrap(stats.mean_diff, [a, b])
+        ci = stats.paired_diff(a, b)
         holds &= bool(ci[1] > 0)
         parts.append(f"{get(m).label} {fmt_ci(*ci)}")
     return Verdict(holds, f"{what} at {size_label(small)} minus in the stream: " + ", ".join(parts))

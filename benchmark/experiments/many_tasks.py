@@ -135,9 +135,7 @@ def task_gains(single, cell) -> np.ndarray:
     """(K, 3): each task's MTL gain, ``(point, lo, hi)``: the mean over runs of the
     single-task loss minus the same run's multi-task loss, paired 95% bootstrap CI."""
     a, b = task_loss(single), task_loss(cell)
-    return np.array(
-        [stats.paired_bootstrap(stats.mean_diff, [a[:, t], b[:, t]]) for t in range(a.shape[1])]
-    )
+    return np.array([stats.paired_diff(a[:, t], b[:, t]) for t in range(a.shape[1])])
 
 
 def negative_fraction(single, cell) -> float:
@@ -147,7 +145,7 @@ def negative_fraction(single, cell) -> float:
 
 def mean_gain(single, cell):
     """``(point, lo, hi)``: the MTL gain averaged over tasks, paired CI over runs."""
-    return stats.paired_bootstrap(stats.mean_diff, [mean_task(single), mean_task(cell)])
+    return stats.paired_diff(mean_task(single), mean_task(cell))
 
 
 def comparable_gates(model: str, gate_mean: np.ndarray) -> np.ndarray:
@@ -179,7 +177,7 @@ def routing(cell) -> tuple[np.ndarray, np.ndarray]:
 
 def routing_score(cell):
     """``(point, lo, hi)``: within − across similarity, mean over runs, paired CI."""
-    return stats.paired_bootstrap(stats.mean_diff, list(routing(cell)))
+    return stats.paired_diff(*routing(cell))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -435,7 +433,7 @@ def dselect_beats_mmoe(res: Results, n) -> Verdict:
         return _waits(missing)
     mm = np.stack([mean_task(_find(table, "mmoe", n, *s)) for s in big], axis=1).mean(1)
     ds = np.stack([mean_task(_find(table, "dselect_k", n, *s)) for s in big], axis=1).mean(1)
-    ci = stats.paired_bootstrap(stats.mean_diff, [mm, ds])
+    ci = stats.paired_diff(mm, ds)
     return Verdict(
         bool(ci[1] > 0),
         f"MMoE − DSelect-k mean-task loss, averaged over the {len(big)} settings with "

@@ -34,7 +34,7 @@ def draw(res: Results, out: Path, caption: str) -> list[Path]:
         mid, lo, hi, d = [], [], [], []
         for x in xs:
             m, (a, b) = stats.iqm(per_run[x]), stats.iqm_ci(per_run[x])
-            diff = stats.paired_bootstrap(stats.mean_diff, [per_run[x], ref])
+            diff = stats.paired_diff(per_run[x], ref)
             mid.append(m), lo.append(a), hi.append(b), d.append(diff)
             n_ok = int(np.isfinite(per_run[x]).sum())
             rows.append([name, x, n_ok, m, a, b, *diff])

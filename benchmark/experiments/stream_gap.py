@@ -94,18 +94,18 @@ def summary(cell) -> dict:
     """Task 1's final and early-stopped loss (IQM, 95% CI) and the bad-cluster share
     (mean of ``final > BAD`` over runs, 95% bootstrap CI)."""
     final, best = cell.loss("final")[:, 0], cell.loss("best")[:, 0]
-    bad = (final[np.isfinite(final)] > BAD).astype(np.float64)
+    bad = _bad(final)
     return {
         "final": (stats.iqm(final), *stats.iqm_ci(final)),
         "best": (stats.iqm(best), *stats.iqm_ci(best)),
-        "bad": (float(bad.mean()), *stats.mean_ci(bad)),
+        "bad": (float(stats.finite_mean(bad)), *stats.mean_ci(bad)),
         "good_final": stats.iqm(final[final <= BAD]) if np.any(final <= BAD) else np.nan,
     }
 
 
 def _bad(final: np.ndarray) -> np.ndarray:
     """(runs,): 1.0 where the final loss is above :data:`BAD`, 0.0 below, NaN where the
-    run diverged (so a paired comparison drops it)."""
+    run diverged (so every statistic of it drops that run)."""
     return np.where(np.isfinite(final), (final > BAD).astype(np.float64), np.nan)
 
 
@@ -121,8 +121,8 @@ def paired(res: Results) -> list[list]:
             continue
         n = min(len(by[a]), len(by[b]))
         x, y = by[a][:n], by[b][:n]
-        bad = stats.paired_bootstrap(stats.mean_diff, [_bad(x), _bad(y)])
-        loss = stats.paired_bootstrap(stats.mean_diff, [x, y])
+        bad = stats.paired_diff(_bad(x), _bad(y))
+        loss = stats.paired_diff(x, y)
         both = int(np.sum(np.isfinite(x) & np.isfinite(y)))  # a diverged run drops its pair
         rows.append([a, b, both, *bad, *loss])
     return rows
