@@ -298,10 +298,10 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
     assert counts["cells_to_train"] == n_corr
     assert counts["runs_to_train"] == n_corr * SMOKE.sweep_runs
     assert counts["run_steps_to_train"] == n_corr * SMOKE.sweep_runs * SMOKE.train.steps
-    # Figures name the registered architecture that has no results yet.
+    # Figures name the registered architecture that has no results yet (`figures` draws
+    # every experiment with cli.draw; relatedness's alone here).
     figs = tmp_path / "f"
-    assert cli.main(["figures", "--profile", "smoke", "--results", str(root), "--figures",
-                     str(figs)]) == 0  # fmt: skip
+    cli.draw(root, figs, _exps(["relatedness"]))
     err = capsys.readouterr().err
     assert f"no results yet for {new_arch}" in err and f"--models {new_arch}" in err
     argv = ["run", "relatedness", "--profile", "smoke", "--out", str(root), "--models", new_arch]
@@ -322,7 +322,7 @@ def test_a_new_architecture_trains_only_its_cells(tmp_path, smoke_root, new_arch
     stale = json.loads(manifest.read_text())
     stale["cells"] = [c for c in stale["cells"] if c["model"] != new_arch]
     manifest.write_text(json.dumps(stale))
-    assert cli.main(figures) == 0
+    cli.draw(root, figs, _exps(["gradient_conflict"]))
     err = capsys.readouterr().err
     assert f"gradient_conflict: no results yet for {new_arch}; their cells are stored; " in err
     assert "`python -m benchmark run gradient_conflict --profile smoke` assembles them" in err
