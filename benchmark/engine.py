@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from datagen import TaskSpec, sample, sample_at, task_weights, validate_correlation
+from datagen import TaskSpec, draw_indices, points, sample, task_weights, validate_correlation
 
 from . import objectives
 from .models import ModelConfig
@@ -339,11 +339,11 @@ def run_data(keys: RunKeys, task: TaskSpec, cfg: TrainConfig, w) -> Data:
             return sample(jax.random.fold_in(keys.train, step), task, cfg.batch_size, w)
 
     else:
+        at = points(keys.train, task, w)
 
         def batch(step):
             k = jax.random.fold_in(keys.train, step)
-            idx = jax.random.randint(k, (cfg.batch_size,), 0, cfg.n_train)
-            return sample_at(keys.train, task, idx, w)
+            return at(draw_indices(k, cfg.batch_size, cfg.n_train))
 
     return Data(batch, x_test, y_test, x_val, y_val)
 

@@ -7,13 +7,16 @@ Public API::
     r = cluster_cosines(16, 4, p_in=0.9)            # (K, K): 4 clusters of 4 related tasks
     x, y = sample(key_x, spec, n, w)                # (n, d), (n, K)
     x, y = sample_at(key_x, spec, index, w)         # (B, d), (B, K): points by index
+    index = draw_indices(key_b, B, n)               # (B,): a batch of a set of n points
 """
 
 from .core import (
     TaskSpec,
     cluster_cosines,
+    draw_indices,
     label_correlation,
     label_moments,
+    points,
     sample,
     sample_at,
     task_weights,
@@ -30,6 +33,8 @@ __all__ = [
     "task_weights",
     "sample",
     "sample_at",
+    "points",
+    "draw_indices",
     "label_correlation",
     "label_moments",
     "validate_correlation",

@@ -48,6 +48,8 @@ __all__ = [
     "labels",
     "sample",
     "sample_at",
+    "points",
+    "draw_indices",
     "label_moments",
     "label_correlation",
 ]
@@ -331,11 +333,48 @@ def sample_at(key, spec: TaskSpec, index, w):
     Returns:
       ``(x, y)`` of shapes ``(B, d)`` and ``(B, K)``.
     """
+    return points(key, spec, w)(index)
+
+
+def points(key, spec: TaskSpec, w):
+    """:func:`sample_at` with ``key``, ``spec`` and ``w`` bound: ``at(index) -> (x, y)``.
+
+    The key's split into the inputs' and the noise's streams happens once, here, so a
+    training loop that calls ``at`` at every step does not repeat it.
+    """
     _cpu_rng.ensure()  # the unrolled threefry lowering, on a CPU backend only
     kx, ke = jax.random.split(key)
-    rows = jnp.asarray(index).astype(jnp.uint32)
-    x = _normal_rows(kx, rows, spec.d)
-    return x, _labels(x, w, spec, lambda shape: _normal_rows(ke, rows, shape[-1]))
+
+    def at(index):
+        rows = jnp.asarray(index).astype(jnp.uint32)
+        x = _normal_rows(kx, rows, spec.d)
+        return x, _labels(x, w, spec, lambda shape: _normal_rows(ke, rows, shape[-1]))
+
+    return at
+
+
+def draw_indices(key, n_draws: int, n: int):
+    """``(n_draws,)`` int32 indices drawn uniformly from ``[0, n)`` with replacement.
+
+    Bit for bit ``jax.random.randint(key, (n_draws,), 0, n)`` (a test checks it): the same
+    two 32-bit draws from the key's split, combined as ``randint`` combines them, with the
+    constants that depend on ``n`` alone computed in Python. On a CPU it costs a quarter of
+    ``randint``, whose general form (traced bounds, clipping) XLA does not simplify.
+
+    Args:
+      key: PRNG key.
+      n_draws: how many indices (static).
+      n: the set's size, an integer in ``[1, 2**31 - 1]`` (static).
+    """
+    if not isinstance(n, int) or not 1 <= n <= 2**31 - 1:
+        raise ValueError(f"n must be an integer in [1, 2**31 - 1], got {n!r}")
+    k_hi, k_lo = jax.random.split(key)
+    hi = jax.random.bits(k_hi, (n_draws,), jnp.uint32)
+    lo = jax.random.bits(k_lo, (n_draws,), jnp.uint32)
+    span = jnp.uint32(n)
+    # randint's multiplier: (2^16 mod n)^2 in uint32 arithmetic, then mod n.
+    multiplier = jnp.uint32((65536 % n) ** 2 % 2**32 % n)
+    return (((hi % span) * multiplier + lo % span) % span).astype(jnp.int32)
 
 
 # Taylor coefficients of cos(a) = sum_i c_i a^(2i), i = 0..6: on [0, pi/2] the truncation

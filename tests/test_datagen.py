@@ -29,12 +29,15 @@ from datagen.calibrate import FIG2_COSINES, FIG2_PEARSON, calibrate, curve_error
 from datagen.core import (
     TaskSpec,
     cosine_matrix,
+    draw_indices,
     label_correlation,
     label_moments,
     labels,
     orthonormal_basis,
+    points,
     psd_cholesky,
     sample,
+    sample_at,
     task_weights,
     validate_correlation,
 )
@@ -205,6 +208,35 @@ def test_same_key_same_data():
     np.testing.assert_array_equal(y_a, y_b)
     assert x_a.shape == (64, KDD18.d) and y_a.shape == (64, 2)
     assert x_a.dtype == jnp.float32 and y_a.dtype == jnp.float32
+
+
+def test_a_point_of_a_set_depends_on_its_index_only():
+    w = task_weights(jax.random.key(0), KDD18, 0.5)
+    key = jax.random.key(3)
+    at = jax.jit(lambda i: sample_at(key, KDD18, i, w))
+    x, y = (np.asarray(a) for a in at(jnp.array([5, 3, 5, 70_000_000])))
+    x2, y2 = jax.jit(points(key, KDD18, w))(jnp.array([3, 5]))
+    np.testing.assert_array_equal(x[[1, 0]], x2)
+    np.testing.assert_array_equal(y[[1, 0]], y2)
+    np.testing.assert_array_equal(x[0], x[2])
+    assert not np.allclose(x[0], x[1]) and x.shape == (4, KDD18.d) and y.shape == (4, 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10_000, 30_000, 100_000, 10**6, 10**7, 2**31 - 1])
+def test_draw_indices_is_randint_bit_for_bit(n):
+    """The finite-set cells trained with jax.random.randint keep their numbers."""
+    keys = jax.random.split(jax.random.key(n), 64)
+    got = jax.jit(jax.vmap(lambda k: draw_indices(k, 32, n)))(keys)
+    want = jax.vmap(lambda k: jax.random.randint(k, (32,), 0, n))(keys)
+    assert got.dtype == want.dtype == jnp.int32
+    np.testing.assert_array_equal(got, want)
+    assert 0 <= int(got.min()) and int(got.max()) < n
+
+
+@pytest.mark.parametrize("n", [0, 2**31, 1.5])
+def test_draw_indices_refuses_a_size_out_of_range(n):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 2\*\*31 - 1\]"):
+        draw_indices(jax.random.key(0), 4, n)
 
 
 def test_different_keys_independent_data():
