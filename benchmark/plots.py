@@ -30,6 +30,7 @@ __all__ = [
     "plot_gate_weights",
     "plot_intervals",
     "plot_matrix",
+    "plot_heatmap",
 ]
 
 CORR_COLORS = {0.5: "C3", 0.9: "C1", 1.0: "C2"}
@@ -299,3 +300,33 @@ def plot_matrix(
     if title:
         ax.set_title(title, fontsize=10)
     return image
+
+
+def plot_heatmap(ax, steps, row_labels, values, shown, vlim: float, title: str, marks=None):
+    """Rows of values against training steps on a diverging colour scale from ``-vlim`` to
+    ``vlim`` (beyond it, the end colours), blank where not ``shown`` (e.g. a CI across 0).
+
+    Args:
+      steps: (n_evals,) training steps, evenly spaced.
+      row_labels: (R,) names of the rows, drawn top to bottom.
+      values: (R, n_evals) the values; NaN cells stay blank.
+      shown: (R, n_evals) bools.
+      marks: (R,) a training step per row to mark with a black triangle (NaN: none).
+    Returns the ``QuadMesh`` for a colour bar.
+    """
+    steps = np.asarray(steps, dtype=float)
+    half = (steps[1] - steps[0]) / 2 if steps.size > 1 else 0.5
+    edges = np.concatenate([steps - half, steps[-1:] + half])
+    masked = np.ma.masked_where(~np.asarray(shown) | ~np.isfinite(values), values)
+    rows = np.arange(len(row_labels) + 1) - 0.5
+    mesh = ax.pcolormesh(edges, rows, masked, cmap="RdBu_r", vmin=-vlim, vmax=vlim)
+    ax.set_facecolor("0.93")
+    for i, step in enumerate(marks if marks is not None else []):
+        if np.isfinite(step):
+            ax.plot([step], [i], "v", color="k", ms=5)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.set_ylim(len(row_labels) - 0.5, -0.5)
+    ax.set_xlabel("training steps")
+    ax.xaxis.set_major_formatter(_steps_formatter())
+    ax.set_title(title, fontsize=10)
+    return mesh

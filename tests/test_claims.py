@@ -351,6 +351,7 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
         "data_regime_effect.png",
         "data_regime_gain.png",
         "data_regime_loss.png",
+        "data_regime_where.png",
     ]
     rows = list(csv.DictReader(open(tmp_path / "data_regime_effect.csv")))
     effect = {(r["model"], r["size"]): float(r["effect"]) for r in rows}
@@ -369,6 +370,40 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
     assert [(r["size"], r["effect_above_0"], r["effect_below_0"]) for r in sizes] == [
         ("1e4", "4", "0")
     ]
+
+
+def test_the_data_regime_where_figure_follows_the_effect_along_training(tmp_path):
+    """`draw_where`: at every evaluation, each multi-task architecture's paired effect of
+    the lowest correlation against p = 1 along the test curves, and its ratio; the
+    single-task control is left out; an effect that exists only mid-training shows only
+    there, and the early-stopping step is the runs' median."""
+    import csv
+
+    from benchmark.experiments import data_regime as dr
+
+    res = data_regime()
+    bump = np.array([0.0, 0.0, 1.0, 1.0, 0.0])  # an effect at the middle evaluations only
+    for c in res.cells:
+        if c.meta["model"] == "mmoe" and c.meta["n_train"] == 10_000 and c.x == 0.0:
+            base = c.arrays["curves"] - 0.3  # the fixture's effect, removed ...
+            c.arrays["curves"] = base + 0.3 * bump[None, :, None]  # ... and put back mid-way
+        c.arrays["best_eval"] = np.full(c.final.shape, 3 if c.meta["n_train"] else 1)
+    out = tmp_path / "where"
+    out.mkdir()
+    assert [p.name for p in dr.draw_where(res, out, "c")] == ["data_regime_where.png"]
+    rows = list(csv.DictReader(open(out / "data_regime_where.csv")))
+    assert {r["model"] for r in rows} == set(dr.MODELS[1:])
+    assert len(rows) == 4 * 2 * STEPS.size  # architectures x sizes x evaluations
+    at = {(r["model"], r["size"], int(r["step"])): r for r in rows}
+    for step, b in zip(STEPS, bump, strict=True):
+        r = at[("mmoe", "1e4", int(step))]
+        assert float(r["effect"]) == pytest.approx(0.3 * b, abs=1e-9)
+        assert (float(r["ci_lo"]) > 0) == bool(b)  # the CI excludes 0 only where it acts
+        assert float(r["relative"]) == pytest.approx(0.3 * b / 0.2, abs=0.15)
+    assert float(at[("omoe", "stream", 0)]["effect"]) == pytest.approx(0.05, abs=0.01)
+    table = {(c.meta["model"], c.meta["n_train"]): c for c in res.cells}
+    assert dr._stopping_step([table[("ple", None)]], STEPS) == STEPS[1]
+    assert dr._stopping_step([table[("ple", 10_000)]], STEPS) == STEPS[3]
 
 
 def _regime_sizes(effects):

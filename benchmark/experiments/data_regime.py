@@ -287,6 +287,93 @@ def draw_gain(res: Results, out: Path, caption: str) -> list[Path]:
     return [plots.save(fig, out / "data_regime_gain.png", caption)]
 
 
+WHERE_RATIO = 2.0  # the colour scale of the loss ratio over training: from 1/2 to 2
+
+
+def effect_over_training(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(n_evals, 6)``: at each evaluation, the paired effect of test curves ``a`` against
+    ``b`` (each ``(runs, n_evals)``, paired by run) as ``(point, lo, hi)`` of the mean
+    difference, then ``(point, lo, hi)`` of the ratio of the means minus 1; paired 95%
+    bootstrap CIs."""
+    return np.array(
+        [
+            [*stats.paired_diff(a[:, i], b[:, i]),
+             *stats.paired_bootstrap(stats.mean_ratio, [a[:, i], b[:, i]])]
+            for i in range(a.shape[1])
+        ]
+    )  # fmt: skip
+
+
+def _stopping_step(cells, steps: np.ndarray) -> float:
+    """The median over ``cells``' runs of the step where task 1 stops early; NaN where
+    none is stored."""
+    evals = np.concatenate([c.arrays.get("best_eval", np.full((1, 1), -1))[:, 0] for c in cells])
+    evals = evals[evals >= 0]
+    return float(np.median(steps[evals])) if evals.size else float("nan")
+
+
+def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
+    """Where relatedness acts, in training-set size and in training time: per multi-task
+    architecture, a heat map of the loss ratio (task 1's mean test MSE at the lowest
+    correlation over the same runs' at p = 1; a log colour scale, so that 2x worse and 2x
+    better are equally strong) at every evaluation (columns) and every size (rows),
+    coloured where the paired 95% CI of the ratio excludes 1; a triangle marks the median
+    step where early stopping stops. The whole test curve, not a model-selection rule:
+    this figure describes, and decides no claim. Its CSV holds the effect and the ratio
+    minus 1 (the relative effect), each with its CI."""
+    by: dict = {}
+    for c in res.cells:
+        by.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = c
+    ps = sorted({p for cells in by.values() for p in cells})
+    if len(ps) < 2 or ps[-1] != 1.0:
+        return []
+    low, steps = ps[0], res.eval_steps
+    table = {k: v for k, v in by.items() if k[0] != BASELINE and low in v and 1.0 in v}
+    models = _models(table)
+    if not models:
+        return []
+    sizes = _sizes(table)
+    ncols = min(2, len(models))
+    nrows = -(-len(models) // ncols)
+    height = 1.2 + 0.3 * len(sizes)
+    fig, axes = plots.figure(nrows, ncols, figsize=(6.8 * ncols, height * nrows + 0.4))
+    rows = []
+    for i, m in enumerate(models):
+        ax = axes[i // ncols][i % ncols]
+        values = np.full((len(sizes), steps.size), np.nan)
+        shown = np.zeros(values.shape, bool)
+        marks = np.full(len(sizes), np.nan)
+        for r, n in enumerate(sizes):
+            cells = table.get((m, n))
+            if cells is None:
+                continue
+            a, b = (cells[q].arrays["curves"][:, :, 0] for q in (low, 1.0))
+            eff = effect_over_training(a, b)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values[r] = np.log2(1.0 + eff[:, 3])  # symmetric: 2x worse or 2x better
+            shown[r] = (eff[:, 4] > 0) | (eff[:, 5] < 0)
+            marks[r] = _stopping_step([cells[low], cells[1.0]], steps)
+            rows += [[m, size_label(n), int(s), *e] for s, e in zip(steps, eff, strict=True)]
+        title = f"{get(m).label}: task-1 loss at p = {low:g} / at p = 1"
+        labels = [size_label(n) for n in sizes]
+        vlim = np.log2(WHERE_RATIO)
+        mesh = plots.plot_heatmap(ax, steps, labels, values, shown, vlim, title, marks)
+        ax.set_ylabel("training set" if i % ncols == 0 else "")
+        bar = fig.colorbar(mesh, ax=ax, extend="both", pad=0.02)
+        ticks = np.linspace(-vlim, vlim, 5)
+        bar.set_ticks(ticks, labels=[f"{2**t:.2g}×" for t in ticks], fontsize=8)
+        if i % ncols == ncols - 1:
+            bar.set_label("grey: the ratio's paired 95% CI includes 1", fontsize=8)
+    for j in range(len(models), nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    plots.write_csv(
+        out / "data_regime_where.csv",
+        ["model", "size", "step", "effect", "ci_lo", "ci_hi", "relative", "rel_lo", "rel_hi"],
+        rows,
+    )
+    return [plots.save(fig, out / "data_regime_where.png", caption)]
+
+
 def size_table(res: Results) -> list[list]:
     """Where relatedness acts, size by size: for each finite size whose p = 0 and p = 1
     cells of every multi-task architecture of :data:`MODELS` are stored, ``[size label,
@@ -378,7 +465,7 @@ register(
         description="training-set size (1e4 to 1e6, and the stream) x correlation, "
         "single-task/SB/OMoE/MMoE/PLE, early-stopped",
         cells=cells,
-        figures=(draw_effect, draw_loss, draw_gain),
+        figures=(draw_where, draw_effect, draw_loss, draw_gain),
         claims=CLAIMS,
         in_all=False,
         extra=extra,
