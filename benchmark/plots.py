@@ -304,26 +304,37 @@ def plot_matrix(
 
 def plot_heatmap(ax, steps, row_labels, values, shown, vlim: float, title: str, marks=None):
     """Rows of values against training steps on a diverging colour scale from ``-vlim`` to
-    ``vlim`` (beyond it, the end colours), blank where not ``shown`` (e.g. a CI across 0).
+    ``vlim`` (beyond it, the end colours): grey where not ``shown`` (e.g. a CI across 0),
+    white where the value is NaN (not stored).
 
     Args:
+      ax: the axes to draw on.
       steps: (n_evals,) training steps, evenly spaced.
       row_labels: (R,) names of the rows, drawn top to bottom.
-      values: (R, n_evals) the values; NaN cells stay blank.
+      values: (R, n_evals) the values.
       shown: (R, n_evals) bools.
-      marks: (R,) a training step per row to mark with a black triangle (NaN: none).
+      vlim: the end of the colour scale.
+      title: the panel's title.
+      marks: (R, 3) a training step per row to mark with a black triangle and the ends of
+        a bar drawn through it (e.g. a median and its quartiles); NaN: none.
     Returns the ``QuadMesh`` for a colour bar.
     """
+    from matplotlib.colors import ListedColormap
+
     steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
     half = (steps[1] - steps[0]) / 2 if steps.size > 1 else 0.5
     edges = np.concatenate([steps - half, steps[-1:] + half])
-    masked = np.ma.masked_where(~np.asarray(shown) | ~np.isfinite(values), values)
     rows = np.arange(len(row_labels) + 1) - 0.5
+    stored = np.isfinite(values)
+    hidden = np.ma.masked_where(~stored | np.asarray(shown), np.zeros(values.shape))
+    ax.pcolormesh(edges, rows, hidden, cmap=ListedColormap(["0.82"]), vmin=0, vmax=1)
+    masked = np.ma.masked_where(~np.asarray(shown) | ~stored, values)
     mesh = ax.pcolormesh(edges, rows, masked, cmap="RdBu_r", vmin=-vlim, vmax=vlim)
-    ax.set_facecolor("0.93")
-    for i, step in enumerate(marks if marks is not None else []):
-        if np.isfinite(step):
-            ax.plot([step], [i], "v", color="k", ms=5)
+    for i, (mid, lo, hi) in enumerate(marks if marks is not None else []):
+        if np.isfinite(mid):
+            ax.plot([lo, hi], [i, i], color="k", lw=1)
+            ax.plot([mid], [i], "v", color="k", ms=5)
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     ax.set_ylim(len(row_labels) - 0.5, -0.5)
     ax.set_xlabel("training steps")

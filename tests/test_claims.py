@@ -373,37 +373,82 @@ def test_the_data_regime_figures_draw_from_their_cells(tmp_path):
 
 
 def test_the_data_regime_where_figure_follows_the_effect_along_training(tmp_path):
-    """`draw_where`: at every evaluation, each multi-task architecture's paired effect of
-    the lowest correlation against p = 1 along the test curves, and its ratio; the
-    single-task control is left out; an effect that exists only mid-training shows only
-    there, and the early-stopping step is the runs' median."""
+    """`where`: at every evaluation, each multi-task architecture's paired effect of the
+    lowest correlation against p = 1 along task 1's test curve (task 2's is not read),
+    and the ratio; the single-task control is left out; an effect that exists only
+    mid-training shows only there; the early-stopping steps are the quartiles of the runs
+    that did not diverge and store one. `where_table` and the figure's CSV agree."""
     import csv
 
     from benchmark.experiments import data_regime as dr
 
     res = data_regime()
     bump = np.array([0.0, 0.0, 1.0, 1.0, 0.0])  # an effect at the middle evaluations only
+    rng = np.random.default_rng(1)
     for c in res.cells:
+        c.arrays["diverged"] = np.zeros(N, bool)
         if c.meta["model"] == "mmoe" and c.meta["n_train"] == 10_000 and c.x == 0.0:
             base = c.arrays["curves"] - 0.3  # the fixture's effect, removed ...
-            c.arrays["curves"] = base + 0.3 * bump[None, :, None]  # ... and put back mid-way
-        c.arrays["best_eval"] = np.full(c.final.shape, 3 if c.meta["n_train"] else 1)
+            task1 = np.array([1.0, 0.0])  # ... and put back mid-way, for task 1 only
+            c.arrays["curves"] = base + 0.3 * bump[None, :, None] * task1 + 5.0 * (1 - task1)
+        c.arrays["best_eval"] = rng.integers(0, STEPS.size, size=c.final.shape)
+    ple = [c for c in res.cells if c.meta["model"] == "ple" and c.meta["n_train"] is None]
+    ple[0].arrays["best_eval"][:, 0] = 4  # the last evaluation, but for:
+    ple[0].arrays["best_eval"][:3, 0] = -1  # runs stored without one,
+    ple[0].arrays["diverged"][3:10] = True  # diverged runs,
+    ple[0].arrays["best_eval"][3:10, 0] = 0
+    ple[1].arrays["best_eval"][:, 0] = 2  # the other cell's at the middle one, but for
+    ple[1].arrays["diverged"][:15] = True  # 15 diverged runs
+    ple[1].arrays["best_eval"][:15, 0] = 0
+
+    w = dr.where(res)
+    assert w.low == 0.0 and w.models == list(dr.MODELS[1:]) and w.sizes == [10_000, None]
+    eff = w.effects[("mmoe", 10_000)]
+    assert eff[:, 0] == pytest.approx(0.3 * bump, abs=1e-9)  # task 1's, not task 2's
+    assert list(w.shown(("mmoe", 10_000))) == [False, False, True, True, False]
+    assert eff[:, 3] == pytest.approx(0.3 * bump / 0.2, abs=0.15)
+    assert w.effects[("omoe", None)][:, 0] == pytest.approx(0.05, abs=0.01)
+    # PLE in the stream: 190 runs at the last evaluation, 185 at the middle one (counting
+    # the 22 diverged runs, stopped at the first, would put the median at the middle one).
+    median, q1, q3, runs = w.stops[("ple", None)]
+    assert runs == 375 and (q1, median, q3) == (STEPS[2], STEPS[4], STEPS[4])
+
     out = tmp_path / "where"
     out.mkdir()
     assert [p.name for p in dr.draw_where(res, out, "c")] == ["data_regime_where.png"]
     rows = list(csv.DictReader(open(out / "data_regime_where.csv")))
-    assert {r["model"] for r in rows} == set(dr.MODELS[1:])
     assert len(rows) == 4 * 2 * STEPS.size  # architectures x sizes x evaluations
     at = {(r["model"], r["size"], int(r["step"])): r for r in rows}
-    for step, b in zip(STEPS, bump, strict=True):
-        r = at[("mmoe", "1e4", int(step))]
-        assert float(r["effect"]) == pytest.approx(0.3 * b, abs=1e-9)
-        assert (float(r["ci_lo"]) > 0) == bool(b)  # the CI excludes 0 only where it acts
-        assert float(r["relative"]) == pytest.approx(0.3 * b / 0.2, abs=0.15)
-    assert float(at[("omoe", "stream", 0)]["effect"]) == pytest.approx(0.05, abs=0.01)
-    table = {(c.meta["model"], c.meta["n_train"]): c for c in res.cells}
-    assert dr._stopping_step([table[("ple", None)]], STEPS) == STEPS[1]
-    assert dr._stopping_step([table[("ple", 10_000)]], STEPS) == STEPS[3]
+    assert [float(at[("mmoe", "1e4", int(s))]["effect"]) for s in STEPS] == pytest.approx(
+        list(eff[:, 0]), abs=1e-6
+    )
+    assert float(at[("ple", "stream", 0)]["stop_runs"]) == 375
+
+    table = {(r[0], r[1]): r for r in dr.where_table(res)}
+    peak = table[("mmoe", "1e4")]
+    assert peak[5] in (STEPS[2], STEPS[3]) and peak[9:] == [2, STEPS.size]
+    assert peak[6] == pytest.approx(1.0)  # the last evaluation: no effect
+    assert "| 10^4 |" in dr.where_markdown(res)
+
+
+def test_plot_heatmap_puts_each_row_and_mark_where_its_label_is():
+    """Row r of the values is drawn at the height of label r, top to bottom; hidden and
+    missing values are masked from the colour mesh; each mark lands on its own row."""
+    from benchmark import plots
+
+    _, axes = plots.figure()
+    ax = axes[0][0]
+    values = np.array([[0.5, -0.5, 0.2], [np.nan, np.nan, np.nan]])
+    shown = np.array([[True, False, True], [True, True, True]])
+    marks = np.array([[200.0, 100.0, 200.0], [np.nan] * 3])
+    mesh = plots.plot_heatmap(ax, [0, 100, 200], ["a", "b"], values, shown, 1.0, "t", marks)
+    drawn = mesh.get_array().reshape(2, 3)
+    assert list(drawn.mask[0]) == [False, True, False] and drawn.mask[1].all()
+    assert drawn[0, 0] == 0.5 and drawn[0, 2] == 0.2
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.get_ylim() == (1.5, -0.5)  # row 0 at the top
+    triangle = [ln for ln in ax.lines if ln.get_marker() == "v"]
+    assert len(triangle) == 1 and list(triangle[0].get_xydata()[0]) == [200.0, 0.0]
 
 
 def _regime_sizes(effects):

@@ -129,3 +129,19 @@ def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation()
     for a, b in pairs:
         for key in ("curves", "final", "best"):
             assert np.array_equal(a.arrays[key][..., 0], b.arrays[key][..., 0], equal_nan=True)
+
+
+def test_the_where_table_in_the_docs_is_what_the_stored_cells_give():
+    """docs/data_regime.md's table of the relatedness effect along training is
+    `where_markdown` of the stored p = 0 and p = 1 cells, to the digit."""
+    from benchmark import protocol, runner
+    from benchmark.experiments import data_regime as dr
+
+    prof = protocol.get_profile("default")
+    res, _ = runner.load_stored_cells(DEFAULT, prof, experiments.get("data_regime"))
+    ends = [c for c in res.cells if c.x in (0.0, 1.0)]
+    table = dr.where_markdown(runner.Results("data_regime", res.manifest, ends))
+    assert table.count("\n") == 7  # six sizes
+    assert table in (REPO / "docs" / "data_regime.md").read_text(), (
+        "docs/data_regime.md's table differs from the stored cells':\n" + table
+    )

@@ -22,6 +22,7 @@ NAME`` trains another architecture's grid, which the figures then draw.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +295,7 @@ def effect_over_training(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(n_evals, 6)``: at each evaluation, the paired effect of test curves ``a`` against
     ``b`` (each ``(runs, n_evals)``, paired by run) as ``(point, lo, hi)`` of the mean
     difference, then ``(point, lo, hi)`` of the ratio of the means minus 1; paired 95%
-    bootstrap CIs."""
+    bootstrap CIs, each evaluation's on its own."""
     return np.array(
         [
             [*stats.paired_diff(a[:, i], b[:, i]),
@@ -304,12 +305,108 @@ def effect_over_training(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )  # fmt: skip
 
 
-def _stopping_step(cells, steps: np.ndarray) -> float:
-    """The median over ``cells``' runs of the step where task 1 stops early; NaN where
-    none is stored."""
-    evals = np.concatenate([c.arrays.get("best_eval", np.full((1, 1), -1))[:, 0] for c in cells])
-    evals = evals[evals >= 0]
-    return float(np.median(steps[evals])) if evals.size else float("nan")
+def stopping_steps(cells, steps: np.ndarray) -> tuple[float, float, float, int]:
+    """``(median, lower quartile, upper quartile, runs)`` of the step where task 1 stops
+    early, over the runs of ``cells`` (a list of :class:`CellResult`) that did not diverge
+    and store one; ``steps`` is ``(n_evals,)``. NaNs and 0 runs where none does."""
+    found = []
+    for c in cells:
+        evals = c.arrays.get("best_eval", np.full(c.final.shape, -1))[:, 0]
+        evals = evals[(evals >= 0) & ~c.arrays["diverged"].astype(bool)]
+        found.append(np.asarray(steps)[evals])
+    at = np.concatenate(found) if found else np.zeros(0)
+    if not at.size:
+        return float("nan"), float("nan"), float("nan"), 0
+    q1, median, q3 = np.percentile(at, (25, 50, 75))
+    return float(median), float(q1), float(q3), int(at.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """What :func:`draw_where` draws: the lowest stored correlation ``low``, the
+    evaluations' ``steps`` ``(n_evals,)``, the multi-task ``models`` and the ``sizes``
+    (rows) with ``low`` and p = 1 stored, ``effects[(model, n)]`` from
+    :func:`effect_over_training` (``(n_evals, 6)``: loss at ``low`` against p = 1) and
+    ``stops[(model, n)]`` from :func:`stopping_steps` (both cells' runs)."""
+
+    low: float
+    steps: np.ndarray
+    models: list
+    sizes: list
+    effects: dict
+    stops: dict
+
+    def shown(self, key) -> np.ndarray:
+        """``(n_evals,)`` bools: the ratio's paired CI excludes 1."""
+        e = self.effects[key]
+        return (e[:, 4] > 0) | (e[:, 5] < 0)
+
+
+def where(res: Results) -> Where | None:
+    """The relatedness effect along training, per multi-task architecture and size, from
+    the lowest stored correlation and p = 1 (None where either is missing)."""
+    by: dict = {}
+    for c in res.cells:
+        by.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = c
+    ps = sorted({p for cells in by.values() for p in cells})
+    if len(ps) < 2 or ps[-1] != 1.0:
+        return None
+    low = ps[0]
+    table = {k: v for k, v in by.items() if k[0] != BASELINE and low in v and 1.0 in v}
+    if not table:
+        return None
+    effects, stops = {}, {}
+    for key, cells in table.items():
+        a, b = (cells[q].arrays["curves"][:, :, 0] for q in (low, 1.0))
+        effects[key] = effect_over_training(a, b)
+        stops[key] = stopping_steps([cells[low], cells[1.0]], res.eval_steps)
+    return Where(low, res.eval_steps, _models(table), _sizes(table), effects, stops)
+
+
+def where_table(res: Results) -> list[list]:
+    """Per stored (architecture, size): ``[model, size label, (ratio, lo, hi) at the
+    evaluation whose ratio is furthest from 1 (log scale) among those whose CI excludes
+    1, or NaNs, its step, (ratio, lo, hi) at the last evaluation, the evaluations whose
+    CI excludes 1, the evaluations]``; ratio = mean loss at the lowest correlation over
+    the same runs' at p = 1. The furthest of many is a description, not a test: its CI
+    holds for one evaluation chosen in advance, not for the one picked."""
+    w = where(res)
+    rows = []
+    for m in w.models if w else []:
+        for n in w.sizes:
+            if (m, n) not in w.effects:
+                continue
+            e, shown = w.effects[(m, n)], w.shown((m, n))
+            ratio = 1.0 + e[:, 3:6]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                strength = np.where(shown, np.abs(np.log(ratio[:, 0])), -1.0)
+            i = int(np.argmax(strength))
+            peak = ratio[i] if shown[i] else np.full(3, np.nan)
+            step = int(w.steps[i]) if shown[i] else -1
+            rows.append([m, size_label(n), *peak, step, *ratio[-1], int(shown.sum()), len(shown)])
+    return rows
+
+
+def where_markdown(res: Results) -> str:
+    """:func:`where_table` as the markdown table in docs/data_regime.md: a row per size,
+    a column per architecture."""
+    rows = where_table(res)
+    models = list(dict.fromkeys(r[0] for r in rows))
+    sizes = list(dict.fromkeys(r[1] for r in rows))
+    cell = {(r[0], r[1]): r for r in rows}
+
+    def fmt(r) -> str:
+        if r is None:
+            return "–"
+        peak = "none" if r[5] < 0 else f"{r[2]:.2f} [{r[3]:.2f}, {r[4]:.2f}] at {r[5] // 1000}k"
+        return f"{peak} ({r[9]}/{r[10]}); end {r[6]:.2f} [{r[7]:.2f}, {r[8]:.2f}]"
+
+    lines = ["| size | " + " | ".join(get(m).label for m in models) + " |"]
+    lines.append("|---" * (len(models) + 1) + "|")
+    for n in sizes:
+        label = n.replace("1e", "10^").replace("3e", "3·10^") if n != "stream" else n
+        lines.append(f"| {label} | " + " | ".join(fmt(cell.get((m, n))) for m in models) + " |")
+    return "\n".join(lines)
 
 
 def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
@@ -317,60 +414,49 @@ def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
     architecture, a heat map of the loss ratio (task 1's mean test MSE at the lowest
     correlation over the same runs' at p = 1; a log colour scale, so that 2x worse and 2x
     better are equally strong) at every evaluation (columns) and every size (rows),
-    coloured where the paired 95% CI of the ratio excludes 1; a triangle marks the median
-    step where early stopping stops. The whole test curve, not a model-selection rule:
-    this figure describes, and decides no claim. Its CSV holds the effect and the ratio
-    minus 1 (the relative effect), each with its CI."""
-    by: dict = {}
-    for c in res.cells:
-        by.setdefault((c.meta["model"], c.meta.get("n_train")), {})[round(c.x, 6)] = c
-    ps = sorted({p for cells in by.values() for p in cells})
-    if len(ps) < 2 or ps[-1] != 1.0:
+    coloured where the paired 95% CI of the ratio excludes 1 (each evaluation's CI on its
+    own: isolated coloured cells are expected by chance), grey where it does not, white
+    where the size is not stored; a triangle marks the median step where early stopping
+    stops, a bar its quartiles. The whole test curve, not a model-selection rule: this
+    figure describes, and decides no claim. Its CSV holds the effect and the ratio minus
+    1 (the relative effect), each with its CI, and the stopping steps."""
+    w = where(res)
+    if w is None:
         return []
-    low, steps = ps[0], res.eval_steps
-    table = {k: v for k, v in by.items() if k[0] != BASELINE and low in v and 1.0 in v}
-    models = _models(table)
-    if not models:
-        return []
-    sizes = _sizes(table)
-    ncols = min(2, len(models))
-    nrows = -(-len(models) // ncols)
-    height = 1.2 + 0.3 * len(sizes)
+    ncols = min(2, len(w.models))
+    nrows = -(-len(w.models) // ncols)
+    height = 1.2 + 0.3 * len(w.sizes)
     fig, axes = plots.figure(nrows, ncols, figsize=(6.8 * ncols, height * nrows + 0.4))
+    vlim = np.log2(WHERE_RATIO)
     rows = []
-    for i, m in enumerate(models):
+    for i, m in enumerate(w.models):
         ax = axes[i // ncols][i % ncols]
-        values = np.full((len(sizes), steps.size), np.nan)
+        values = np.full((len(w.sizes), w.steps.size), np.nan)
         shown = np.zeros(values.shape, bool)
-        marks = np.full(len(sizes), np.nan)
-        for r, n in enumerate(sizes):
-            cells = table.get((m, n))
-            if cells is None:
+        marks = np.full((len(w.sizes), 3), np.nan)
+        for r, n in enumerate(w.sizes):
+            if (m, n) not in w.effects:
                 continue
-            a, b = (cells[q].arrays["curves"][:, :, 0] for q in (low, 1.0))
-            eff = effect_over_training(a, b)
+            eff, stop = w.effects[(m, n)], w.stops[(m, n)]
             with np.errstate(invalid="ignore", divide="ignore"):
                 values[r] = np.log2(1.0 + eff[:, 3])  # symmetric: 2x worse or 2x better
-            shown[r] = (eff[:, 4] > 0) | (eff[:, 5] < 0)
-            marks[r] = _stopping_step([cells[low], cells[1.0]], steps)
-            rows += [[m, size_label(n), int(s), *e] for s, e in zip(steps, eff, strict=True)]
-        title = f"{get(m).label}: task-1 loss at p = {low:g} / at p = 1"
-        labels = [size_label(n) for n in sizes]
-        vlim = np.log2(WHERE_RATIO)
-        mesh = plots.plot_heatmap(ax, steps, labels, values, shown, vlim, title, marks)
+            shown[r], marks[r] = w.shown((m, n)), stop[:3]
+            label = size_label(n)
+            rows += [[m, label, int(s), *e, *stop] for s, e in zip(w.steps, eff, strict=True)]
+        title = f"{get(m).label}: task-1 loss at p = {w.low:g} / at p = 1"
+        labels = [size_label(n) for n in w.sizes]
+        mesh = plots.plot_heatmap(ax, w.steps, labels, values, shown, vlim, title, marks)
         ax.set_ylabel("training set" if i % ncols == 0 else "")
         bar = fig.colorbar(mesh, ax=ax, extend="both", pad=0.02)
         ticks = np.linspace(-vlim, vlim, 5)
         bar.set_ticks(ticks, labels=[f"{2**t:.2g}×" for t in ticks], fontsize=8)
         if i % ncols == ncols - 1:
             bar.set_label("grey: the ratio's paired 95% CI includes 1", fontsize=8)
-    for j in range(len(models), nrows * ncols):
+    for j in range(len(w.models), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
-    plots.write_csv(
-        out / "data_regime_where.csv",
-        ["model", "size", "step", "effect", "ci_lo", "ci_hi", "relative", "rel_lo", "rel_hi"],
-        rows,
-    )
+    header = ["model", "size", "step", "effect", "ci_lo", "ci_hi", "relative", "rel_lo",
+              "rel_hi", "stop_median", "stop_q1", "stop_q3", "stop_runs"]  # fmt: skip
+    plots.write_csv(out / "data_regime_where.csv", header, rows)
     return [plots.save(fig, out / "data_regime_where.png", caption)]
 
 
