@@ -431,6 +431,35 @@ def test_the_data_regime_where_figure_follows_the_effect_along_training(tmp_path
     assert "| 10^4 |" in dr.where_markdown(res)
 
 
+def test_the_data_regime_effect_table_names_where_relatedness_moves_the_loss():
+    """`effect_table`: per size and correlation below 1, the multi-task architectures
+    whose paired early-stopped effect against p = 1 has its CI off 0, and only those; a
+    cell missing at a size leaves that size's entry out."""
+    from benchmark.experiments import data_regime as dr
+
+    z, cells = _draws(), []
+    shift = {("mmoe", 10_000, 0.0): 0.1, ("omoe", None, 0.5): -0.1}
+    for n in (10_000, None):
+        noise = {m: 0.01 * z() for m in dr.MODELS}  # a run's own, at every correlation
+        for p in (0.0, 0.5, 1.0):
+            for m in dr.MODELS:
+                if (m, n, p) == ("ple", None, 0.5):
+                    continue  # not stored
+                cell = _cell(m, p, 0.2 + shift.get((m, n, p), 0.0) + noise[m])
+                cell.meta |= {"series": f"{m} @ {dr.size_label(n)}", "n_train": n}
+                cell.arrays["best"] = cell.arrays["final"]
+                cells.append(cell)
+    res = _results("data_regime", cells)
+    rows = {(r[0], r[1]): r[2] for r in dr.effect_table(res)}
+    assert set(rows) == {("1e4", 0.0), ("1e4", 0.5), ("stream", 0.0), ("stream", 0.5)}
+    (found,) = rows[("1e4", 0.0)]
+    assert found[0] == "mmoe" and found[1] == pytest.approx(0.1) and found[2] > 0
+    assert [f[0] for f in rows[("stream", 0.5)]] == ["omoe"]
+    assert rows[("1e4", 0.5)] == [] and rows[("stream", 0.0)] == []
+    table = dr.effect_markdown(res)
+    assert "| 10^4 | MMoE +0.100 | none |" in table and "| stream | none | OMoE −0.100 |" in table
+
+
 def test_plot_heatmap_puts_each_row_and_mark_where_its_label_is():
     """Row r of the values is drawn at the height of label r, top to bottom; hidden and
     missing values are masked from the colour mesh; each mark lands on its own row."""

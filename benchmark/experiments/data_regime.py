@@ -480,6 +480,48 @@ def size_table(res: Results) -> list[list]:
     return rows
 
 
+def effect_table(res: Results) -> list[list]:
+    """Where relatedness moves the early-stopped loss, by size and correlation: for each
+    stored size and each stored correlation below 1, ``[size label, p, [(model, point, lo,
+    hi), ...]]``, the multi-task architectures whose paired effect (loss at p − the same
+    run's loss at p = 1, task 1's early-stopped test MSE, mean over runs) has its 95% CI
+    above or below 0, in :func:`_models` order."""
+    table = _table(res)
+    ps = sorted({p for by in table.values() for p in by} - {1.0})
+    models = [m for m in _models(table) if m != BASELINE]
+    rows = []
+    for n in _sizes(table):
+        for p in ps:
+            have = [m for m in models if _has(table, m, n, p, effect)]
+            if not have:
+                continue
+            cis = [(m, *effect(table, m, n, p)) for m in have]
+            rows.append([size_label(n), p, [c for c in cis if c[2] > 0 or c[3] < 0]])
+    return rows
+
+
+def effect_markdown(res: Results) -> str:
+    """:func:`effect_table` as a markdown table, a row per size and a column per
+    correlation: each architecture whose effect's CI excludes 0, with the effect."""
+    rows = effect_table(res)
+    ps = sorted({r[1] for r in rows})
+    sizes = list(dict.fromkeys(r[0] for r in rows))
+    cell = {(r[0], r[1]): r[2] for r in rows}
+
+    def fmt(found) -> str:
+        if found is None:
+            return "–"
+        parts = [f"{get(m).label} {pt:+.3f}".replace("-", "−") for m, pt, _, _ in found]
+        return ", ".join(parts) or "none"
+
+    lines = ["| size | " + " | ".join(f"p = {p:g}" for p in ps) + " |"]
+    lines.append("|---" * (len(ps) + 1) + "|")
+    for n in sizes:
+        label = n.replace("1e", "10^").replace("3e", "3·10^") if n != "stream" else n
+        lines.append(f"| {label} | " + " | ".join(fmt(cell.get((n, p))) for p in ps) + " |")
+    return "\n".join(lines)
+
+
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
     """For every multi-task architecture: the paired CI of ``measure`` at the smallest
     size minus ``measure`` in the stream is above 0. Run i shares its key across sizes
