@@ -94,6 +94,11 @@ def _table(res: Results) -> dict:
     return out
 
 
+def _size_md(label: str) -> str:
+    """A size label as the docs write it: ``3e4`` -> ``3·10^4``, ``stream`` unchanged."""
+    return label if label == "stream" else label.replace("1e", "10^").replace("3e", "3·10^")
+
+
 def _sizes(table) -> list:
     """The stored sizes, ascending, the stream last."""
     sizes = {n for _, n in table}
@@ -404,7 +409,7 @@ def where_markdown(res: Results) -> str:
     lines = ["| size | " + " | ".join(get(m).label for m in models) + " |"]
     lines.append("|---" * (len(models) + 1) + "|")
     for n in sizes:
-        label = n.replace("1e", "10^").replace("3e", "3·10^") if n != "stream" else n
+        label = _size_md(n)
         lines.append(f"| {label} | " + " | ".join(fmt(cell.get((m, n))) for m in models) + " |")
     return "\n".join(lines)
 
@@ -517,7 +522,7 @@ def effect_markdown(res: Results) -> str:
     lines = ["| size | " + " | ".join(f"p = {p:g}" for p in ps) + " |"]
     lines.append("|---" * (len(ps) + 1) + "|")
     for n in sizes:
-        label = n.replace("1e", "10^").replace("3e", "3·10^") if n != "stream" else n
+        label = _size_md(n)
         lines.append(f"| {label} | " + " | ".join(fmt(cell.get((n, p))) for p in ps) + " |")
     return "\n".join(lines)
 
