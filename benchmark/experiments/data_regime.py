@@ -16,6 +16,8 @@ MSE at its lowest validation MSE (``N_VAL`` held-out points per run, evaluated e
 the same at every correlation (``datagen.task_weights``), so only the relatedness of its
 companion task changes along the correlation axis, and the single-task baseline's task 1 is
 the same run at every correlation (an exact control: its effect is 0).
+:func:`draw_where` follows the effect along each run's whole test curve, at every
+evaluation: it was added after the results, so it describes and decides no claim.
 Not part of ``run all``: ``python -m benchmark run data_regime`` (``make extend``); ``--models
 NAME`` trains another architecture's grid, which the figures then draw.
 """
