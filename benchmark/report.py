@@ -407,7 +407,11 @@ def readme_cost(root: Path, experiments: list[Experiment]) -> str:
         f"cells recorded it"
     )
     if e["runs"]:
-        text += f"; `make extend` adds {_num(e['runs'])} runs, {e['train_s'] / 3600:.1f} hours"
+        names = ", ".join(f"`{r['experiment']}`" for r in extra if r["runs"])
+        text += (
+            f"; `make extend`'s stored studies ({names}) add {_num(e['runs'])} runs, "
+            f"{e['train_s'] / 3600:.1f} hours"
+        )
     return text + ".\n"
 
 

@@ -439,7 +439,7 @@ def _lr_for(spec: RunSpec, root: Path) -> float:
 # Fused calls on an accelerator ("auto"): a GPU wants every run of a program in flight.
 # A run's largest arrays are its held-out test set (n_test x d floats, with its labels and
 # predictions); a call holds at most ACCELERATOR_FUSE runs and ACCELERATOR_TEST_BYTES of
-# test inputs (default profile: 8 192 runs, 6.6 GB; paper profile, n_test = 10 000: 2 684).
+# test inputs (default profile: 8 192 runs, 6.6 GB; paper profile, n_test = 10 000: 2 105).
 ACCELERATOR_FUSE = 8192
 ACCELERATOR_TEST_BYTES = 8 * 2**30
 
