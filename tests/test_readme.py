@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import cli, experiments
-from benchmark.report import TEST_TIME, readme_blocks, render_readme
-
-COUNTING_RUN = "MTL_BENCHMARK_COUNTING_RUN"  # set by tools/time_tests.py
+from benchmark.report import COUNTING_RUN, TEST_TIME, readme_blocks, render_readme
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

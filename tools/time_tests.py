@@ -19,6 +19,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from benchmark.report import COUNTING_RUN
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str]) -> int:
             cwd=REPO,
             # The count test compares the recorded count with the collected one; this run
             # records it, so the test is skipped here (and counted).
-            env={**os.environ, "MTL_BENCHMARK_COUNTING_RUN": "1"},
+            env={**os.environ, COUNTING_RUN: "1"},
         )
         wall = time.perf_counter() - t0
         root = ET.parse(report).getroot() if report.exists() else None

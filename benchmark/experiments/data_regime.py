@@ -101,6 +101,16 @@ def _size_md(label: str) -> str:
     return label if label == "stream" else label.replace("1e", "10^").replace("3e", "3·10^")
 
 
+def _size_rows_markdown(columns: list[str], sizes: list[str], entry) -> str:
+    """A markdown table with a row per size label of ``sizes`` and a column per header of
+    ``columns``: ``entry(size label, column index)`` fills each cell."""
+    lines = ["| size | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for n in sizes:
+        cells = [entry(n, j) for j in range(len(columns))]
+        lines.append(f"| {_size_md(n)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _sizes(table) -> list:
     """The stored sizes, ascending, the stream last."""
     sizes = {n for _, n in table}
@@ -408,12 +418,8 @@ def where_markdown(res: Results) -> str:
         peak = "none" if r[5] < 0 else f"{r[2]:.2f} [{r[3]:.2f}, {r[4]:.2f}] at {r[5] // 1000}k"
         return f"{peak} ({r[9]}/{r[10]}); end {r[6]:.2f} [{r[7]:.2f}, {r[8]:.2f}]"
 
-    lines = ["| size | " + " | ".join(get(m).label for m in models) + " |"]
-    lines.append("|---" * (len(models) + 1) + "|")
-    for n in sizes:
-        label = _size_md(n)
-        lines.append(f"| {label} | " + " | ".join(fmt(cell.get((m, n))) for m in models) + " |")
-    return "\n".join(lines)
+    columns = [get(m).label for m in models]
+    return _size_rows_markdown(columns, sizes, lambda n, j: fmt(cell.get((models[j], n))))
 
 
 def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
@@ -435,6 +441,7 @@ def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
     height = 1.2 + 0.3 * len(w.sizes)
     fig, axes = plots.figure(nrows, ncols, figsize=(6.8 * ncols, height * nrows + 0.4))
     vlim = np.log2(WHERE_RATIO)
+    labels = [size_label(n) for n in w.sizes]
     rows = []
     for i, m in enumerate(w.models):
         ax = axes[i // ncols][i % ncols]
@@ -448,10 +455,8 @@ def draw_where(res: Results, out: Path, caption: str) -> list[Path]:
             with np.errstate(invalid="ignore", divide="ignore"):
                 values[r] = np.log2(1.0 + eff[:, 3])  # symmetric: 2x worse or 2x better
             shown[r], marks[r] = w.shown((m, n)), stop[:3]
-            label = size_label(n)
-            rows += [[m, label, int(s), *e, *stop] for s, e in zip(w.steps, eff, strict=True)]
+            rows += [[m, labels[r], int(s), *e, *stop] for s, e in zip(w.steps, eff, strict=True)]
         title = f"{get(m).label}: task-1 loss at p = {w.low:g} / at p = 1"
-        labels = [size_label(n) for n in w.sizes]
         mesh = plots.plot_heatmap(ax, w.steps, labels, values, shown, vlim, title, marks)
         ax.set_ylabel("training set" if i % ncols == 0 else "")
         bar = fig.colorbar(mesh, ax=ax, extend="both", pad=0.02)
@@ -521,12 +526,8 @@ def effect_markdown(res: Results) -> str:
         parts = [f"{get(m).label} {pt:+.3f}".replace("-", "−") for m, pt, _, _ in found]
         return ", ".join(parts) or "none"
 
-    lines = ["| size | " + " | ".join(f"p = {p:g}" for p in ps) + " |"]
-    lines.append("|---" * (len(ps) + 1) + "|")
-    for n in sizes:
-        label = _size_md(n)
-        lines.append(f"| {label} | " + " | ".join(fmt(cell.get((n, p))) for p in ps) + " |")
-    return "\n".join(lines)
+    columns = [f"p = {p:g}" for p in ps]
+    return _size_rows_markdown(columns, sizes, lambda n, j: fmt(cell.get((n, ps[j]))))
 
 
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
