@@ -435,7 +435,7 @@ def cmd_report(args) -> None:
     parts += ["## Every cell\n", summary_markdown(records)]
     text = "\n".join(parts) + "\n"
     if args.readme:
-        _write_readme(Path(args.readme), root, exps)
+        _write_readme(Path(args.readme), root, profile, exps)
     if args.out:
         write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
         print(f"report: {args.out}")
@@ -443,25 +443,30 @@ def cmd_report(args) -> None:
         sys.stdout.write(text)
 
 
-def _write_readme(readme: Path, root: Path, exps: list) -> None:
-    """Rewrite the generated blocks of ``readme`` from the results in ``root`` and the
-    suite's measurement beside it (:data:`report.TEST_TIME`); a README that holds them
-    already is left alone. Says so on stderr (stdout holds the report)."""
-    from .report import TEST_TIME, readme_blocks, render_readme
+def _write_readme(readme: Path, root: Path, profile, exps: list) -> None:
+    """Rewrite the generated blocks of ``readme`` and of the ``docs/*.md`` beside it from
+    the results in ``root`` and the suite's measurement (:data:`report.TEST_TIME`); a file
+    that holds them already is left alone. Says so on stderr (stdout holds the report)."""
+    from .report import TEST_TIME, block_names, experiment_blocks, readme_blocks, render_readme
     from .runner import write_bytes
 
     measured = readme.parent / TEST_TIME
     tests = json.loads(measured.read_text()) if measured.exists() else None
-    text = readme.read_text()
-    if tests is None and "<!-- generated: tests -->" in text:
+    files = [readme, *sorted((readme.parent / "docs").glob("*.md"))]
+    texts = {path: path.read_text() for path in files}
+    texts = {path: text for path, text in texts.items() if block_names(text)}
+    if tests is None and any("<!-- generated: tests -->" in t for t in texts.values()):
         raise ValueError(
             f"--readme: {readme} has a generated test count and {measured} does not exist; "
             "`make test-time` writes it"
         )
-    new = render_readme(text, readme_blocks(root, exps, tests))
-    write_bytes(readme, new.encode())
-    print(f"{readme}: generated blocks {'rewritten' if new != text else 'up to date'}",
-          file=sys.stderr)  # fmt: skip
+    names = [n for text in texts.values() for n in block_names(text)]
+    blocks = readme_blocks(root, exps, tests) | experiment_blocks(root, profile, exps, names)
+    for path, text in texts.items():
+        new = render_readme(text, blocks)
+        write_bytes(path, new.encode())
+        print(f"{path}: generated blocks {'rewritten' if new != text else 'up to date'}",
+              file=sys.stderr)  # fmt: skip
 
 
 def _bench_flags(args) -> list[str]:
@@ -709,10 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--readme",
         default=None,
-        help="also rewrite this README's generated blocks (<!-- generated: NAME --> ... "
-        "<!-- /generated -->: the claims, the training time, the cost, the test count) from "
-        "these results and the suite's measurement, docs/test_time.json beside it "
-        "(default: none)",
+        help="also rewrite the generated blocks (<!-- generated: NAME --> ... "
+        "<!-- /generated -->) of this README and of the docs/*.md beside it: the claims, the "
+        "training time, the cost, the test count, and the experiments' tables, from these "
+        "results and the suite's measurement, docs/test_time.json beside it (default: none)",
     )
     p.set_defaults(func=cmd_report)
 

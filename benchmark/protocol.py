@@ -270,6 +270,10 @@ class Experiment:
       extra: ``extra(profile, model) -> tuple[Cell, ...]``: the cells of an architecture
         that ``cells`` leaves out, trained on request (``run NAME --models ARCH``) and
         taken into the experiment once all of them are stored; None: ``cells`` is all.
+      tables: functions ``table(results) -> str`` that write a markdown table from its
+        stored cells, all of them or some (an experiment still training). A document
+        names one in a generated block, ``<!-- generated: EXPERIMENT.FUNCTION -->``, and
+        ``report --readme`` rewrites it there (README, "Adding an experiment").
     """
 
     name: str
@@ -279,6 +283,7 @@ class Experiment:
     claims: tuple[Claim, ...] = ()
     in_all: bool = True
     extra: Callable[[Profile, ModelConfig], tuple[Cell, ...]] | None = None
+    tables: tuple[Callable[[Any], str], ...] = ()
 
     def extra_cells(self, profile: Profile, models) -> tuple[Cell, ...]:
         """The :attr:`extra` cells of the architectures ``models`` (registry names) that

@@ -300,7 +300,9 @@ TEST_TIME = "docs/test_time.json"  # beside the README: the suite's count and ti
 # test comparing the recorded count with the collected one skips itself.
 COUNTING_RUN = "MTL_BENCHMARK_COUNTING_RUN"
 _BLOCK = re.compile(
-    r"^(<!-- generated: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)^(<!-- /generated -->)$", re.M | re.S
+    r"^(<!-- generated: (?P<name>[a-z0-9_]+(?:\.[a-z0-9_]+)?) -->\n)(?P<body>.*?)"
+    r"^(<!-- /generated -->)$",
+    re.M | re.S,
 )
 
 
@@ -447,6 +449,50 @@ def readme_blocks(
     return blocks
 
 
+def block_names(text: str) -> list[str]:
+    """The names of the generated blocks in ``text``, in order."""
+    return [m["name"] for m in _BLOCK.finditer(text)]
+
+
+def verdicts_markdown(exp: Experiment, res: Results) -> str:
+    """An experiment's claims decided on its stored cells (all or some): the claim, whether
+    it reproduces, and the interval that decides it."""
+    mark = {True: "**yes**", False: "no", None: "undecided"}
+    lines = ["| claim | reproduces | deciding interval |", "|---|---|---|"]
+    for c in _verdicts(exp, res, partial=True):
+        cells = [f"`{c['claim']}`: {c['words']}", mark[c["holds"]], c["evidence"]]
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def experiment_blocks(
+    root: Path, profile: Profile, experiments: list[Experiment], names: list[str]
+) -> dict[str, str]:
+    """The generated blocks among ``names`` that an experiment writes, by name:
+    ``EXPERIMENT.FUNCTION`` is that function of its :attr:`Experiment.tables`, and
+    ``EXPERIMENT.claims`` its claims' verdicts (:func:`verdicts_markdown`), each from the
+    cells of it that ``root`` stores under ``profile`` (all or some). A name no experiment
+    writes is left out (:func:`render_readme` then names it)."""
+    by = {e.name: e for e in experiments}
+    blocks, loaded = {}, {}
+    for name in dict.fromkeys(names):
+        exp_name, _, table = name.partition(".")
+        exp = by.get(exp_name)
+        fns = {f.__name__: f for f in exp.tables} if exp else {}
+        if exp is None or (table not in fns and not (table == "claims" and exp.claims)):
+            continue
+        if exp_name not in loaded:
+            loaded[exp_name] = load_stored_cells(root, profile, exp)[0]
+        res = loaded[exp_name]
+        if not res.cells:
+            blocks[name] = f"No cell of `{exp_name}` is stored yet.\n"
+        elif table == "claims":
+            blocks[name] = verdicts_markdown(exp, res)
+        else:
+            blocks[name] = fns[table](res).rstrip("\n") + "\n"
+    return blocks
+
+
 def render_readme(text: str, blocks: dict[str, str]) -> str:
     """``text`` with the body of every generated block replaced by ``blocks[name]``; a
     ValueError names a block that ``blocks`` lacks."""
@@ -454,7 +500,9 @@ def render_readme(text: str, blocks: dict[str, str]) -> str:
     def fill(m: re.Match) -> str:
         name = m["name"]
         if name not in blocks:
-            raise ValueError(f"README block {name!r} has no generator; known: {', '.join(blocks)}")
+            raise ValueError(
+                f"generated block {name!r} has no generator; known: {', '.join(blocks)}"
+            )
         return m.group(1) + blocks[name] + m.group(4)
 
     return _BLOCK.sub(fill, text)

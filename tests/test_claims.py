@@ -460,6 +460,81 @@ def test_the_data_regime_effect_table_names_where_relatedness_moves_the_loss():
     assert "| 10^4 | MMoE +0.100 | none |" in table and "| stream | none | OMoE −0.100 |" in table
 
 
+def test_the_data_regime_ends_table_gives_each_size_its_iqm_at_both_ends():
+    """`ends_markdown`: a row per stored size, the baseline's one value and each
+    multi-task architecture's IQM at the lowest correlation / at p = 1."""
+    from benchmark import stats
+    from benchmark.experiments import data_regime as dr
+
+    res = data_regime()
+    table = dr.ends_markdown(res)
+    lines = table.split("\n")
+    assert lines[0] == "| size | Single-task | Shared-Bottom | OMoE | MMoE | PLE |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 10^4", "| stream"]
+    mmoe = {round(c.x, 6): c for c in res.cells if c.meta["model"] == "mmoe"
+            and c.meta["n_train"] == 10_000}  # fmt: skip
+    low, high = (stats.iqm(mmoe[p].arrays["best"][:, 0]) for p in (0.0, 1.0))
+    assert f" {low:.3f} / {high:.3f} " in lines[2] and low > high + 0.2  # the 0.3 effect
+    assert lines[2].split(" | ")[1].count("/") == 0  # the baseline: one value
+
+
+def test_the_many_tasks_tables_give_loss_transfer_and_routing_per_setting():
+    """On the claims' fixture: Shared-Bottom is 0.1 worse than single-task on every one
+    of K = 16 tasks at C = 4 (16/16 negative), MMoE and DSelect-k route each cluster
+    alike (within − across far above 0); a setting stored for no model has no row."""
+    from benchmark.experiments import many_tasks as mt
+
+    res = many_tasks()
+    loss = mt.loss_markdown(res).split("\n")
+    assert loss[0] == "| regime | K | C | p_in | Single-task | Shared-Bottom | MMoE | DSelect-k |"
+    assert len(loss) == 2 + 2 * 12  # K = 8 and 16 (12 settings) in each regime
+    assert {line.split(" | ")[1] for line in loss[2:]} == {"8", "16"}  # K < 8: none stored
+    row = next(line for line in loss if line.startswith("| 1e5 | 16 | 4 | 1 |"))
+    assert row.split(" | ")[5].startswith("0.49")  # Shared-Bottom's 0.2 + 0.3
+    transfer = mt.transfer_markdown(res).split("\n")
+    assert len(transfer) == 2 + 2  # only K = 16, C = 4, p_in = 1 has its baseline
+    sb, mmoe = transfer[2].split(" | ")[4:6]
+    assert sb.startswith("−0.10") and sb.endswith("; 16/16")
+    assert mmoe.startswith("+0.20") and mmoe.endswith("; 0/16")
+    routing = mt.routing_markdown(res).split("\n")
+    assert routing[0] == "| regime | K | C | p_in | MMoE | DSelect-k |"
+    assert len(routing) == 2 + 2 * 8  # C = 2 and 4 at K = 8 and 16, two p_in, two regimes
+    assert all(cell.startswith("+0.8") or cell.startswith("+0.9")
+               for line in routing[2:] for cell in line.split(" | ")[4:6])  # fmt: skip
+    unrouted = mt.routing_markdown(many_tasks(route=False)).split("\n")[2]
+    assert unrouted.split(" | ")[4].startswith("+0.00")
+
+
+def test_experiment_blocks_fill_the_tables_and_claims_an_experiment_names(tmp_path):
+    """`EXPERIMENT.FUNCTION` is one of its `tables`, `EXPERIMENT.claims` its verdicts; an
+    experiment with no cell stored says so; a name no experiment writes is left out, and
+    rendering a document that holds it names it."""
+    from benchmark.report import experiment_blocks, render_readme
+
+    exps = [experiments.get(n) for n in ("data_regime", "many_tasks", "fig3")]
+    names = ["data_regime.ends_markdown", "many_tasks.claims", "fig3.nope", "nope.x", "claims"]
+    blocks = experiment_blocks(tmp_path, protocol.get_profile("default"), exps, names)
+    assert blocks == {
+        "data_regime.ends_markdown": "No cell of `data_regime` is stored yet.\n",
+        "many_tasks.claims": "No cell of `many_tasks` is stored yet.\n",
+    }
+    text = "<!-- generated: fig3.nope -->\n<!-- /generated -->\n"
+    with pytest.raises(ValueError, match="'fig3.nope' has no generator"):
+        render_readme(text, blocks)
+
+
+def test_verdicts_markdown_decides_an_experiments_claims_on_its_stored_cells():
+    from benchmark.report import verdicts_markdown
+
+    exp = experiments.get("many_tasks")
+    lines = verdicts_markdown(exp, many_tasks(sb_negative=False)).split("\n")
+    assert lines[0] == "| claim | reproduces | deciding interval |" and lines[-1] == ""
+    assert len(lines) == 2 + len(exp.claims) + 1
+    by = {line.split("`")[1]: line.split(" | ")[1] for line in lines[2:-1]}
+    assert by["many_tasks.gates_recover_clusters_1e5"] == "**yes**"
+    assert by["many_tasks.sb_negative_transfer_stream"] == "no"
+
+
 def test_plot_heatmap_puts_each_row_and_mark_where_its_label_is():
     """Row r of the values is drawn at the height of label r, top to bottom; hidden and
     missing values are masked from the colour mesh; each mark lands on its own row."""

@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cli, experiments
-from benchmark.report import COUNTING_RUN, TEST_TIME, readme_blocks, render_readme
+from benchmark import cli, experiments, protocol, runner
+from benchmark.experiments import many_tasks
+from benchmark.report import (
+    COUNTING_RUN,
+    TEST_TIME,
+    block_names,
+    experiment_blocks,
+    readme_blocks,
+    render_readme,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -30,17 +38,29 @@ def _measured() -> dict:
     return json.loads((REPO / TEST_TIME).read_text())
 
 
-def test_the_readme_holds_what_the_stored_results_give():
-    text = README.read_text()
-    names = re.findall(r"^<!-- generated: ([a-z_]+) -->$", text, re.M)
-    assert {"claims", "time", "cost", "tests"} <= set(names)
-    want = render_readme(text, readme_blocks(DEFAULT, _every(), _measured()))
-    diff = "".join(
-        difflib.unified_diff(
-            text.splitlines(True), want.splitlines(True), "README.md", "generated", n=0
+def _documents() -> dict[Path, str]:
+    """The README and every doc with a generated block."""
+    files = [README, *sorted((REPO / "docs").glob("*.md"))]
+    return {p: t for p in files if block_names(t := p.read_text())}
+
+
+def test_the_readme_and_docs_hold_what_the_stored_results_give():
+    docs = _documents()
+    names = {n for text in docs.values() for n in block_names(text)}
+    assert {"claims", "time", "cost", "tests"} <= set(block_names(README.read_text()))
+    assert {"data_regime.where_markdown", "data_regime.effect_markdown",
+            "many_tasks.loss_markdown", "many_tasks.claims"} <= names  # fmt: skip
+    blocks = readme_blocks(DEFAULT, _every(), _measured())
+    blocks |= experiment_blocks(DEFAULT, protocol.get_profile("default"), _every(), names)
+    for path, text in docs.items():
+        want = render_readme(text, blocks)
+        name = path.relative_to(REPO).as_posix()
+        diff = "".join(
+            difflib.unified_diff(
+                text.splitlines(True), want.splitlines(True), name, "generated", n=0
+            )
         )
-    )
-    assert want == text, f"README.md is stale; run `make report` to rewrite it:\n{diff[:3000]}"
+        assert want == text, f"{name} is stale; run `make report` to rewrite it:\n{diff[:3000]}"
 
 
 def test_the_measured_count_is_the_collected_count():
@@ -77,6 +97,9 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     (tmp_path / TEST_TIME).write_text(json.dumps({"tests": 7, "wall_s": 600.0, "cpu_count": 2,
                                                    "date": "2026-01-01"}))  # fmt: skip
     readme.write_text("# x\n<!-- generated: tests -->\nstale\n<!-- /generated -->\nend\n")
+    doc, plain = tmp_path / "docs" / "a.md", tmp_path / "docs" / "b.md"
+    doc.write_text("<!-- generated: many_tasks.loss_markdown -->\nold\n<!-- /generated -->\n")
+    plain.write_text("<!-- generated: nothing here -->\n")
     argv = ["report", "--results", str(DEFAULT), "--readme", str(readme)]
     assert cli.main([*argv, "--out", str(tmp_path / "report.md")]) == 0
     assert readme.read_text() == (
@@ -84,7 +107,21 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
         "`make test-time` last timed them (2026-01-01, the install not included).\n"
         "<!-- /generated -->\nend\n"
     )
-    assert "README.md: generated blocks rewritten" in capsys.readouterr().err
+    stored = runner.load_stored_cells(
+        DEFAULT, protocol.get_profile("default"), experiments.get("many_tasks")
+    )[0]
+    table = many_tasks.loss_markdown(stored) if stored.cells else "No cell of `many_tasks` is"
+    assert doc.read_text().startswith(
+        "<!-- generated: many_tasks.loss_markdown -->\n" + table
+    ) and doc.read_text().endswith("\n<!-- /generated -->\n")
+    assert plain.read_text() == "<!-- generated: nothing here -->\n"
+    err = capsys.readouterr().err
+    assert "README.md: generated blocks rewritten" in err and "a.md: generated blocks" in err
+    assert "b.md" not in err
+    doc.write_text("<!-- generated: many_tasks.nope -->\n<!-- /generated -->\n")
+    assert cli.main(argv) == 2
+    assert "'many_tasks.nope' has no generator" in capsys.readouterr().err
+    doc.unlink()
     (tmp_path / TEST_TIME).unlink()
     assert cli.main(argv) == 2
     assert "`make test-time` writes it" in capsys.readouterr().err
@@ -132,19 +169,3 @@ def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation()
     for a, b in pairs:
         for key in ("curves", "final", "best"):
             assert np.array_equal(a.arrays[key][..., 0], b.arrays[key][..., 0], equal_nan=True)
-
-
-def test_the_where_table_in_the_docs_is_what_the_stored_cells_give():
-    """docs/data_regime.md's table of the relatedness effect along training is
-    `where_markdown` of the stored p = 0 and p = 1 cells, to the digit."""
-    from benchmark import protocol, runner
-    from benchmark.experiments import data_regime as dr
-
-    prof = protocol.get_profile("default")
-    res, _ = runner.load_stored_cells(DEFAULT, prof, experiments.get("data_regime"))
-    ends = [c for c in res.cells if c.x in (0.0, 1.0)]
-    table = dr.where_markdown(runner.Results("data_regime", res.manifest, ends))
-    assert table.count("\n") == 7  # six sizes
-    assert table in (REPO / "docs" / "data_regime.md").read_text(), (
-        "docs/data_regime.md's table differs from the stored cells':\n" + table
-    )

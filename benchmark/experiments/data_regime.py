@@ -523,11 +523,30 @@ def effect_markdown(res: Results) -> str:
     def fmt(found) -> str:
         if found is None:
             return "–"
-        parts = [f"{get(m).label} {pt:+.3f}".replace("-", "−") for m, pt, _, _ in found]
+        parts = [f"{get(m).label} " + f"{pt:+.3f}".replace("-", "−") for m, pt, _, _ in found]
         return ", ".join(parts) or "none"
 
     columns = [f"p = {p:g}" for p in ps]
     return _size_rows_markdown(columns, sizes, lambda n, j: fmt(cell.get((n, ps[j]))))
+
+
+def ends_markdown(res: Results) -> str:
+    """Task 1's early-stopped test MSE, IQM over runs, at the lowest stored correlation and
+    at p = 1 (``low / high``), as the table in docs/data_regime.md: a row per stored size,
+    a column per architecture. The single-task baseline has one value: its task 1 is the
+    same run at every correlation."""
+    table = _table(res)
+    ps = sorted({p for by in table.values() for p in by})
+    models, sizes = _models(table), {size_label(n): n for n in _sizes(table)}
+
+    def entry(label: str, j: int) -> str:
+        by = table.get((models[j], sizes[label]), {})
+        if ps[0] not in by or 1.0 not in by:
+            return "–"
+        low, high = (stats.iqm(by[p]) for p in (ps[0], 1.0))
+        return f"{low:.3f}" if models[j] == BASELINE else f"{low:.3f} / {high:.3f}"
+
+    return _size_rows_markdown([get(m).label for m in models], list(sizes), entry)
 
 
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
@@ -605,5 +624,6 @@ register(
         claims=CLAIMS,
         in_all=False,
         extra=extra,
+        tables=(ends_markdown, where_markdown, effect_markdown),
     )
 )
