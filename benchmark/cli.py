@@ -416,6 +416,8 @@ def cmd_report(args) -> None:
     if args.readme and not Path(args.readme).is_file():
         raise ValueError(f"--readme: no file {args.readme}")
     exps = _every_experiment()
+    if args.readme:  # first: a document it cannot fill stops the report before any work
+        _write_readme(Path(args.readme), root, profile, exps)
     # With --partial, an experiment still training is enough to report.
     stored = stored_experiments(root, exps)
     records = build_summary(root, exps) if stored or not args.partial else []
@@ -434,8 +436,6 @@ def cmd_report(args) -> None:
     parts += ["## Training time\n", time_markdown(training_time(root, exps)) + "\n"]
     parts += ["## Every cell\n", summary_markdown(records)]
     text = "\n".join(parts) + "\n"
-    if args.readme:
-        _write_readme(Path(args.readme), root, profile, exps)
     if args.out:
         write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
         print(f"report: {args.out}")
@@ -461,11 +461,11 @@ def _write_readme(readme: Path, root: Path, profile, exps: list) -> None:
             "`make test-time` writes it"
         )
     names = [n for text in texts.values() for n in block_names(text)]
-    blocks = readme_blocks(root, exps, tests) | experiment_blocks(root, profile, exps, names)
-    for path, text in texts.items():
-        new = render_readme(text, blocks)
+    blocks = readme_blocks(root, exps, tests, names) | experiment_blocks(root, profile, exps, names)
+    rendered = {path: render_readme(text, blocks) for path, text in texts.items()}  # all or none
+    for path, new in rendered.items():
         write_bytes(path, new.encode())
-        print(f"{path}: generated blocks {'rewritten' if new != text else 'up to date'}",
+        print(f"{path}: generated blocks {'rewritten' if new != texts[path] else 'up to date'}",
               file=sys.stderr)  # fmt: skip
 
 

@@ -434,19 +434,20 @@ def readme_tests(measured: dict) -> str:
 
 
 def readme_blocks(
-    root: Path, experiments: list[Experiment], tests: dict | None = None
+    root: Path, experiments: list[Experiment], tests: dict | None = None, names=None
 ) -> dict[str, str]:
-    """Every generated block of the README, by name: ``claims``, ``time`` and ``cost`` from
-    the results in ``root``; ``tests`` from ``tests`` (:data:`TEST_TIME`'s content)."""
-    blocks = {
-        "claims": readme_claims(root, experiments),
-        "time": readme_time(root, experiments),
-        "cost": readme_cost(root, experiments),
-        "regimes": readme_regimes(root.parent, experiments),
+    """The README's generated blocks among ``names`` (default: every one), by name:
+    ``claims``, ``time``, ``cost`` and ``regimes`` from the results in ``root``; ``tests``
+    from ``tests`` (:data:`TEST_TIME`'s content), where given."""
+    makers = {
+        "claims": lambda: readme_claims(root, experiments),
+        "time": lambda: readme_time(root, experiments),
+        "cost": lambda: readme_cost(root, experiments),
+        "regimes": lambda: readme_regimes(root.parent, experiments),
     }
     if tests is not None:
-        blocks["tests"] = readme_tests(tests)
-    return blocks
+        makers["tests"] = lambda: readme_tests(tests)
+    return {n: make() for n, make in makers.items() if names is None or n in names}
 
 
 def block_names(text: str) -> list[str]:

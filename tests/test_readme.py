@@ -50,7 +50,7 @@ def test_the_readme_and_docs_hold_what_the_stored_results_give():
     assert {"claims", "time", "cost", "tests"} <= set(block_names(README.read_text()))
     assert {"data_regime.where_markdown", "data_regime.effect_markdown",
             "many_tasks.loss_markdown", "many_tasks.claims"} <= names  # fmt: skip
-    blocks = readme_blocks(DEFAULT, _every(), _measured())
+    blocks = readme_blocks(DEFAULT, _every(), _measured(), names)
     blocks |= experiment_blocks(DEFAULT, protocol.get_profile("default"), _every(), names)
     for path, text in docs.items():
         want = render_readme(text, blocks)
@@ -100,7 +100,11 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     doc, plain = tmp_path / "docs" / "a.md", tmp_path / "docs" / "b.md"
     doc.write_text("<!-- generated: many_tasks.loss_markdown -->\nold\n<!-- /generated -->\n")
     plain.write_text("<!-- generated: nothing here -->\n")
-    argv = ["report", "--results", str(DEFAULT), "--readme", str(readme)]
+    results = tmp_path / "results"  # the stored cells; one small experiment to report
+    results.mkdir()
+    for name in ("cells", "fig3"):
+        (results / name).symlink_to(DEFAULT / name)
+    argv = ["report", "--results", str(results), "--readme", str(readme)]
     assert cli.main([*argv, "--out", str(tmp_path / "report.md")]) == 0
     assert readme.read_text() == (
         "# x\n<!-- generated: tests -->\n`make test` runs 7 tests, 10.0 min on 2 CPU cores when "
@@ -108,7 +112,7 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
         "<!-- /generated -->\nend\n"
     )
     stored = runner.load_stored_cells(
-        DEFAULT, protocol.get_profile("default"), experiments.get("many_tasks")
+        results, protocol.get_profile("default"), experiments.get("many_tasks")
     )[0]
     table = many_tasks.loss_markdown(stored) if stored.cells else "No cell of `many_tasks` is"
     assert doc.read_text().startswith(
@@ -118,9 +122,13 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "README.md: generated blocks rewritten" in err and "a.md: generated blocks" in err
     assert "b.md" not in err
+    # A block it cannot fill stops it before any file is written, the README included.
+    stale = "# x\n<!-- generated: tests -->\nstale\n<!-- /generated -->\nend\n"
+    readme.write_text(stale)
     doc.write_text("<!-- generated: many_tasks.nope -->\n<!-- /generated -->\n")
     assert cli.main(argv) == 2
     assert "'many_tasks.nope' has no generator" in capsys.readouterr().err
+    assert readme.read_text() == stale
     doc.unlink()
     (tmp_path / TEST_TIME).unlink()
     assert cli.main(argv) == 2
