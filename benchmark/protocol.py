@@ -273,7 +273,7 @@ class Experiment:
       tables: functions ``table(results) -> str`` that write a markdown table from its
         stored cells, all of them or some (an experiment still training). A document
         names one in a generated block, ``<!-- generated: EXPERIMENT.FUNCTION -->``, and
-        ``report --readme`` rewrites it there (README, "Adding an experiment").
+        ``report --readme`` rewrites it there (docs/store.md).
     """
 
     name: str
