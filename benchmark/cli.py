@@ -416,10 +416,13 @@ def cmd_report(args) -> None:
     if args.readme and not Path(args.readme).is_file():
         raise ValueError(f"--readme: no file {args.readme}")
     exps = _every_experiment()
-    if args.readme:  # first: a document it cannot fill stops the report before any work
-        _write_readme(Path(args.readme), root, profile, exps)
     # With --partial, an experiment still training is enough to report.
     stored = stored_experiments(root, exps)
+    if args.readme and not stored:
+        raise ValueError(f"--readme: {root} holds no finished experiment to write it from")
+    # Rendered first, so that a document it cannot fill stops it before any work; written
+    # last, once the report is made.
+    documents = _render_documents(Path(args.readme), root, profile, exps) if args.readme else {}
     records = build_summary(root, exps) if stored or not args.partial else []
     claims = check_claims(root, exps)
     parts = [f"## Results in {root}\n"]
@@ -436,6 +439,7 @@ def cmd_report(args) -> None:
     parts += ["## Training time\n", time_markdown(training_time(root, exps)) + "\n"]
     parts += ["## Every cell\n", summary_markdown(records)]
     text = "\n".join(parts) + "\n"
+    _write_documents(documents)
     if args.out:
         write_bytes(Path(args.out), text.encode())  # left alone if it holds this already
         print(f"report: {args.out}")
@@ -443,18 +447,23 @@ def cmd_report(args) -> None:
         sys.stdout.write(text)
 
 
-def _write_readme(readme: Path, root: Path, profile, exps: list) -> None:
-    """Rewrite the generated blocks of ``readme`` and of the ``docs/*.md`` beside it from
-    the results in ``root`` and the suite's measurement (:data:`report.TEST_TIME`); a file
-    that holds them already is left alone. Says so on stderr (stdout holds the report)."""
+def _render_documents(readme: Path, root: Path, profile, exps: list) -> dict:
+    """``{path: (text, new text)}``: ``readme`` and the ``docs/*.md`` beside it that hold
+    generated blocks, each rewritten from the results in ``root`` and the suite's
+    measurement (:data:`report.TEST_TIME`). A ValueError names the file and the block that
+    cannot be filled, before anything is written."""
     from .report import TEST_TIME, block_names, experiment_blocks, readme_blocks, render_readme
-    from .runner import write_bytes
 
     measured = readme.parent / TEST_TIME
     tests = json.loads(measured.read_text()) if measured.exists() else None
-    files = [readme, *sorted((readme.parent / "docs").glob("*.md"))]
-    texts = {path: path.read_text() for path in files}
-    texts = {path: text for path, text in texts.items() if block_names(text)}
+    texts = {}
+    for path in [readme, *sorted((readme.parent / "docs").glob("*.md"))]:
+        text = path.read_text()
+        try:
+            if block_names(text):
+                texts[path] = text
+        except ValueError as e:
+            raise ValueError(f"--readme: {path}: {e}") from None
     if tests is None and any("<!-- generated: tests -->" in t for t in texts.values()):
         raise ValueError(
             f"--readme: {readme} has a generated test count and {measured} does not exist; "
@@ -462,10 +471,23 @@ def _write_readme(readme: Path, root: Path, profile, exps: list) -> None:
         )
     names = [n for text in texts.values() for n in block_names(text)]
     blocks = readme_blocks(root, exps, tests, names) | experiment_blocks(root, profile, exps, names)
-    rendered = {path: render_readme(text, blocks) for path, text in texts.items()}  # all or none
-    for path, new in rendered.items():
+    out = {}
+    for path, text in texts.items():
+        try:
+            out[path] = (text, render_readme(text, blocks))
+        except ValueError as e:
+            raise ValueError(f"--readme: {path}: {e}") from None
+    return out
+
+
+def _write_documents(rendered: dict) -> None:
+    """Write :func:`_render_documents`' files; a file that holds its text already is left
+    alone. Says so on stderr (stdout holds the report)."""
+    from .runner import write_bytes
+
+    for path, (text, new) in rendered.items():
         write_bytes(path, new.encode())
-        print(f"{path}: generated blocks {'rewritten' if new != texts[path] else 'up to date'}",
+        print(f"{path}: generated blocks {'rewritten' if new != text else 'up to date'}",
               file=sys.stderr)  # fmt: skip
 
 

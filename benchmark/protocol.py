@@ -15,6 +15,7 @@ Layering: above the run spec, below the runner, the report and the experiment fi
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -284,6 +285,16 @@ class Experiment:
     in_all: bool = True
     extra: Callable[[Profile, ModelConfig], tuple[Cell, ...]] | None = None
     tables: tuple[Callable[[Any], str], ...] = ()
+
+    def __post_init__(self):
+        names = [getattr(f, "__name__", "") for f in self.tables]
+        if len(set(names)) < len(names) or not all(
+            re.fullmatch(r"[a-z0-9_]+", n) and n != "claims" for n in names
+        ):
+            raise ValueError(
+                f"experiment {self.name}: tables= needs functions with distinct names of "
+                f"[a-z0-9_] other than 'claims' (a document names them so), got {names}"
+            )
 
     def extra_cells(self, profile: Profile, models) -> tuple[Cell, ...]:
         """The :attr:`extra` cells of the architectures ``models`` (registry names) that

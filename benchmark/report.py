@@ -27,6 +27,9 @@ __all__ = [
     "training_time",
     "time_markdown",
     "readme_blocks",
+    "block_names",
+    "verdicts_markdown",
+    "experiment_blocks",
     "render_readme",
     "TEST_TIME",
 ]
@@ -299,9 +302,10 @@ TEST_TIME = "docs/test_time.json"  # beside the README: the suite's count and ti
 # Set by `make test-time` (tools/time_tests.py) in the run that records the count, where the
 # test comparing the recorded count with the collected one skips itself.
 COUNTING_RUN = "MTL_BENCHMARK_COUNTING_RUN"
-_BLOCK = re.compile(
-    r"^(<!-- generated: (?P<name>[a-z0-9_]+(?:\.[a-z0-9_]+)?) -->\n)(?P<body>.*?)"
-    r"^(<!-- /generated -->)$",
+_OPEN = "<!-- generated:"
+_BLOCK = re.compile(  # a block's body holds no other opener: an unclosed one is an error
+    r"^(<!-- generated: (?P<name>[a-z0-9_]+(?:\.[a-z0-9_]+)?) -->\n)"
+    r"(?P<body>(?:(?!^<!-- generated:).)*?)^(<!-- /generated -->)$",
     re.M | re.S,
 )
 
@@ -327,6 +331,14 @@ def _cores(manifests: dict[str, dict]) -> str:
     return f"{counts.pop()} CPU cores" if len(counts) == 1 and None not in counts else "CPU"
 
 
+_MARK = {True: "**yes**", False: "no", None: "undecided"}  # a claim's verdict in a table
+
+
+def _row(cells: list[str]) -> str:
+    """A markdown table row, each ``|`` inside a cell escaped."""
+    return "| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |"
+
+
 def readme_claims(root: Path, experiments: list[Experiment]) -> str:
     """The README's claims table: every claim of the stored experiments, its verdict and
     the interval that decides it."""
@@ -340,9 +352,7 @@ def readme_claims(root: Path, experiments: list[Experiment]) -> str:
         steps.add(m["profile"]["train"]["steps"])
         for c in _verdicts(exp, load_experiment(root, exp.name)):
             where = c["source"] + ("" if exp.in_all else " (`make extend`)")
-            mark = {True: "**yes**", False: "no", None: "undecided"}[c["holds"]]
-            cells = [c["words"], where, mark, c["evidence"]]
-            rows.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+            rows.append(_row([c["words"], where, _MARK[c["holds"]], c["evidence"]]))
     if not rows:
         return "No experiment with claims is stored yet.\n"
     by_runs = Counter(runs.values())
@@ -451,18 +461,27 @@ def readme_blocks(
 
 
 def block_names(text: str) -> list[str]:
-    """The names of the generated blocks in ``text``, in order."""
+    """The names of the generated blocks in ``text``, in order. A ValueError names the
+    line of an opener that opens no well-formed block (a name outside ``[a-z0-9_.]``, no
+    closing line, or another opener before it)."""
+    starts = {m.start() for m in _BLOCK.finditer(text)}
+    for m in re.finditer(rf"^{re.escape(_OPEN)}.*$", text, re.M):
+        if m.start() not in starts:
+            line = text.count("\n", 0, m.start()) + 1
+            raise ValueError(
+                f"line {line}: {m.group(0)!r} opens no generated block: a name of "
+                "[a-z0-9_] (EXPERIMENT.FUNCTION for an experiment's table) closed by a line "
+                "'<!-- /generated -->'"
+            )
     return [m["name"] for m in _BLOCK.finditer(text)]
 
 
 def verdicts_markdown(exp: Experiment, res: Results) -> str:
     """An experiment's claims decided on its stored cells (all or some): the claim, whether
     it reproduces, and the interval that decides it."""
-    mark = {True: "**yes**", False: "no", None: "undecided"}
     lines = ["| claim | reproduces | deciding interval |", "|---|---|---|"]
     for c in _verdicts(exp, res, partial=True):
-        cells = [f"`{c['claim']}`: {c['words']}", mark[c["holds"]], c["evidence"]]
-        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+        lines.append(_row([f"`{c['claim']}`: {c['words']}", _MARK[c["holds"]], c["evidence"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -479,7 +498,7 @@ def experiment_blocks(
     for name in dict.fromkeys(names):
         exp_name, _, table = name.partition(".")
         exp = by.get(exp_name)
-        fns = {f.__name__: f for f in exp.tables} if exp else {}
+        fns = {f.__name__: f for f in exp.tables} if exp else {}  # unique: Experiment checks
         if exp is None or (table not in fns and not (table == "claims" and exp.claims)):
             continue
         if exp_name not in loaded:
@@ -496,7 +515,8 @@ def experiment_blocks(
 
 def render_readme(text: str, blocks: dict[str, str]) -> str:
     """``text`` with the body of every generated block replaced by ``blocks[name]``; a
-    ValueError names a block that ``blocks`` lacks."""
+    ValueError names a block that ``blocks`` lacks, or a malformed one (:func:`block_names`)."""
+    block_names(text)
 
     def fill(m: re.Match) -> str:
         name = m["name"]

@@ -457,7 +457,8 @@ def test_the_data_regime_effect_table_names_where_relatedness_moves_the_loss():
     assert [f[0] for f in rows[("stream", 0.5)]] == ["omoe"]
     assert rows[("1e4", 0.5)] == [] and rows[("stream", 0.0)] == []
     table = dr.effect_markdown(res)
-    assert "| 10^4 | MMoE +0.100 | none |" in table and "| stream | none | OMoE −0.100 |" in table
+    assert "| 10^4 | MMoE +0.100 | none |" in table
+    assert "| stream | none | OMoE −0.100 (3 of 4 stored) |" in table  # PLE at 0.5 missing
 
 
 def test_the_data_regime_ends_table_gives_each_size_its_iqm_at_both_ends():
@@ -503,6 +504,51 @@ def test_the_many_tasks_tables_give_loss_transfer_and_routing_per_setting():
                for line in routing[2:] for cell in line.split(" | ")[4:6])  # fmt: skip
     unrouted = mt.routing_markdown(many_tasks(route=False)).split("\n")[2]
     assert unrouted.split(" | ")[4].startswith("+0.00")
+
+
+def test_the_docs_tables_say_what_is_missing_instead_of_drawing_a_broken_table():
+    """A table with no column or no row is a sentence; an entry whose architectures are
+    partly stored says how many; a p = 1 alone has no lower end; a diverged cell reads
+    n/a; and an architecture's label keeps its hyphen."""
+    import dataclasses
+
+    from benchmark.experiments import _common
+    from benchmark.experiments import data_regime as dr
+    from benchmark.experiments import many_tasks as mt
+
+    res = many_tasks()
+    single = dataclasses.replace(
+        res, cells=[c for c in res.cells if c.meta["model"] == dr.BASELINE]
+    )
+    assert mt.transfer_markdown(single).startswith("No setting has both")
+    assert mt.routing_markdown(single).startswith("No gated architecture")
+    assert mt.loss_markdown(single).count("\n") == 3  # two regimes' one setting
+
+    full = data_regime()
+    assert "| 10^4 | Shared-Bottom +0.300, OMoE +0.300" in dr.effect_markdown(full)
+    some = [c for c in full.cells if not (c.x == 0.0 and c.meta["model"] in ("mmoe", "ple")
+                                           and c.meta["n_train"] == 10_000)]  # fmt: skip
+    table = dr.effect_markdown(dataclasses.replace(full, cells=some))
+    assert "| 10^4 | Shared-Bottom +0.300, OMoE +0.300 (2 of 4 stored) |" in table
+    ends = [c for c in full.cells if c.x == 1.0]
+    assert dr.ends_markdown(dataclasses.replace(full, cells=ends)).startswith("No cell")
+    assert dr.effect_markdown(dataclasses.replace(full, cells=ends)).startswith("No cell")
+    assert _common.fmt_ci(float("nan"), 0.0, 0.0) == "n/a"
+    assert _common.fmt_ci(-0.0125, -0.02, 0.01, signed=True) == "−0.013 [−0.020, 0.010]"
+
+
+def test_an_experiments_tables_need_names_a_document_can_hold():
+    exp = experiments.get("fig3")
+
+    def ends(res):
+        return ""
+
+    def claims(res):
+        return ""
+
+    for tables in ((ends, ends), (claims,), (lambda res: "",)):
+        with pytest.raises(ValueError, match="tables= needs functions with distinct names"):
+            protocol.Experiment(exp.name, exp.description, exp.cells, tables=tables)
 
 
 def test_experiment_blocks_fill_the_tables_and_claims_an_experiment_names(tmp_path):

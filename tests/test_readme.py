@@ -91,6 +91,22 @@ def test_render_readme_fills_every_block_and_only_them():
         render_readme(text, {"y": ""})
 
 
+def test_a_malformed_block_is_an_error_not_a_silent_skip():
+    """An opener with a name outside [a-z0-9_.], or without its closing line before the
+    next opener, names its line; rendering refuses it too, so nothing is half-rewritten."""
+    good = "<!-- generated: x -->\nold\n<!-- /generated -->\n"
+    assert block_names(good + good) == ["x", "x"]
+    for bad, line in (
+        ("<!-- generated: Bad-Name -->\n<!-- /generated -->\n", 1),
+        ("<!-- generated: x -->\nno end\n" + good, 1),
+        (good + "<!-- generated: y -->\n", 4),
+    ):
+        with pytest.raises(ValueError, match=f"line {line}: .* opens no generated block"):
+            block_names(bad)
+        with pytest.raises(ValueError, match="opens no generated block"):
+            render_readme(bad, {"x": "new\n", "y": ""})
+
+
 def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     readme = tmp_path / "README.md"
     (tmp_path / "docs").mkdir()
@@ -99,7 +115,7 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     readme.write_text("# x\n<!-- generated: tests -->\nstale\n<!-- /generated -->\nend\n")
     doc, plain = tmp_path / "docs" / "a.md", tmp_path / "docs" / "b.md"
     doc.write_text("<!-- generated: many_tasks.loss_markdown -->\nold\n<!-- /generated -->\n")
-    plain.write_text("<!-- generated: nothing here -->\n")
+    plain.write_text("# no generated block\n")
     results = tmp_path / "results"  # the stored cells; one small experiment to report
     results.mkdir()
     for name in ("cells", "fig3"):
@@ -118,7 +134,7 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     assert doc.read_text().startswith(
         "<!-- generated: many_tasks.loss_markdown -->\n" + table
     ) and doc.read_text().endswith("\n<!-- /generated -->\n")
-    assert plain.read_text() == "<!-- generated: nothing here -->\n"
+    assert plain.read_text() == "# no generated block\n"
     err = capsys.readouterr().err
     assert "README.md: generated blocks rewritten" in err and "a.md: generated blocks" in err
     assert "b.md" not in err
@@ -133,6 +149,11 @@ def test_report_readme_rewrites_the_blocks_in_place(tmp_path, capsys):
     (tmp_path / TEST_TIME).unlink()
     assert cli.main(argv) == 2
     assert "`make test-time` writes it" in capsys.readouterr().err
+    # A results folder with nothing finished (a typo) rewrites nothing.
+    empty = ["report", "--results", str(tmp_path / "nothing"), "--readme", str(readme)]
+    assert cli.main(empty) == 2
+    assert "holds no finished experiment" in capsys.readouterr().err
+    assert readme.read_text() == stale
 
 
 def test_the_claims_are_decided_in_each_data_regime_stored(tmp_path):

@@ -36,8 +36,19 @@ def all_finite(*arrays) -> np.ndarray:
     return np.concatenate([a[np.isfinite(a)] for a in arrays])
 
 
-def fmt_ci(point: float, lo: float, hi: float, digits: int = 3) -> str:
-    """``0.123 [0.100, 0.150]``."""
+def fmt_signed(x: float, digits: int = 3) -> str:
+    """``+0.012``, ``−0.004``: a difference as the docs' tables write it."""
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def fmt_ci(point: float, lo: float, hi: float, digits: int = 3, signed: bool = False) -> str:
+    """``0.123 [0.100, 0.150]``; ``signed``: a difference as the docs' tables write it,
+    ``+0.012 [−0.004, 0.020]`` (:func:`fmt_signed`); "n/a" where ``point`` is not finite
+    (every run diverged)."""
+    if not np.isfinite(point):
+        return "n/a"
+    if signed:
+        return f"{fmt_signed(point, digits)} [{lo:.{digits}f}, {hi:.{digits}f}]".replace("-", "−")
     return f"{point:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 

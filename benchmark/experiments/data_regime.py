@@ -34,7 +34,7 @@ from ..models import get
 from ..protocol import Cell, Claim, Experiment, Verdict
 from ..runner import Results
 from . import register
-from ._common import fmt_ci, model_grid
+from ._common import fmt_ci, fmt_signed, model_grid
 
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000, None)  # None: the stream
 CORRS = (0.0, 0.5, 0.9, 0.95, 0.98, 0.99, 1.0)  # dense where the label correlation rises
@@ -103,7 +103,10 @@ def _size_md(label: str) -> str:
 
 def _size_rows_markdown(columns: list[str], sizes: list[str], entry) -> str:
     """A markdown table with a row per size label of ``sizes`` and a column per header of
-    ``columns``: ``entry(size label, column index)`` fills each cell."""
+    ``columns``: ``entry(size label, column index)`` fills each cell. Without rows or
+    columns, a sentence that says so."""
+    if not columns or not sizes:
+        return "No cell that this table reads is stored yet."
     lines = ["| size | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for n in sizes:
         cells = [entry(n, j) for j in range(len(columns))]
@@ -495,9 +498,10 @@ def size_table(res: Results) -> list[list]:
 def effect_table(res: Results) -> list[list]:
     """Where relatedness moves the early-stopped loss, by size and correlation: for each
     stored size and each stored correlation below 1, ``[size label, p, [(model, point, lo,
-    hi), ...]]``, the multi-task architectures whose paired effect (loss at p − the same
-    run's loss at p = 1, task 1's early-stopped test MSE, mean over runs) has its 95% CI
-    above or below 0, in :func:`_models` order."""
+    hi), ...], stored, architectures]``: the multi-task architectures whose paired effect
+    (loss at p − the same run's loss at p = 1, task 1's early-stopped test MSE, mean over
+    runs) has its 95% CI above or below 0, in :func:`_models` order; how many of the
+    multi-task architectures have both cells stored there, and how many there are."""
     table = _table(res)
     ps = sorted({p for by in table.values() for p in by} - {1.0})
     models = [m for m in _models(table) if m != BASELINE]
@@ -508,23 +512,28 @@ def effect_table(res: Results) -> list[list]:
             if not have:
                 continue
             cis = [(m, *effect(table, m, n, p)) for m in have]
-            rows.append([size_label(n), p, [c for c in cis if c[2] > 0 or c[3] < 0]])
+            found = [c for c in cis if c[2] > 0 or c[3] < 0]
+            rows.append([size_label(n), p, found, len(have), len(models)])
     return rows
 
 
 def effect_markdown(res: Results) -> str:
     """:func:`effect_table` as a markdown table, a row per size and a column per
-    correlation: each architecture whose effect's CI excludes 0, with the effect."""
+    correlation: each architecture whose effect's CI excludes 0, with the effect; "none"
+    where no architecture's does; "(k of n stored)" where some architectures' cells are
+    missing, "–" where all are."""
     rows = effect_table(res)
     ps = sorted({r[1] for r in rows})
     sizes = list(dict.fromkeys(r[0] for r in rows))
-    cell = {(r[0], r[1]): r[2] for r in rows}
+    cell = {(r[0], r[1]): r[2:] for r in rows}
 
-    def fmt(found) -> str:
-        if found is None:
+    def fmt(row) -> str:
+        if row is None:
             return "–"
-        parts = [f"{get(m).label} " + f"{pt:+.3f}".replace("-", "−") for m, pt, _, _ in found]
-        return ", ".join(parts) or "none"
+        found, stored, total = row
+        parts = [f"{get(m).label} {fmt_signed(pt)}" for m, pt, _, _ in found]
+        text = ", ".join(parts) or "none"
+        return text + (f" ({stored} of {total} stored)" if stored < total else "")
 
     columns = [f"p = {p:g}" for p in ps]
     return _size_rows_markdown(columns, sizes, lambda n, j: fmt(cell.get((n, ps[j]))))
@@ -538,13 +547,16 @@ def ends_markdown(res: Results) -> str:
     table = _table(res)
     ps = sorted({p for by in table.values() for p in by})
     models, sizes = _models(table), {size_label(n): n for n in _sizes(table)}
+    if ps[:1] == [1.0]:  # p = 1 only: no lower end yet
+        sizes = {}
 
     def entry(label: str, j: int) -> str:
         by = table.get((models[j], sizes[label]), {})
         if ps[0] not in by or 1.0 not in by:
             return "–"
         low, high = (stats.iqm(by[p]) for p in (ps[0], 1.0))
-        return f"{low:.3f}" if models[j] == BASELINE else f"{low:.3f} / {high:.3f}"
+        low, high = (f"{v:.3f}" if np.isfinite(v) else "n/a" for v in (low, high))
+        return low if models[j] == BASELINE else f"{low} / {high}"
 
     return _size_rows_markdown([get(m).label for m in models], list(sizes), entry)
 

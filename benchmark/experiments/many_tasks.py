@@ -376,32 +376,30 @@ def draw_cost(res: Results, out: Path, caption: str) -> list[Path]:
 # ----------------------------------------------------------------------------- tables
 
 
-def _signed(ci, digits: int = 3) -> str:
-    """``+0.012 [−0.004, 0.020]``: a difference, its sign always written."""
-    point, lo, hi = ci
-    text = f"{point:+.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return text.replace("-", "−")
-
-
-def _settings_markdown(table, models, entry, keep=lambda k, c, p: True) -> str:
-    """A markdown table with a row per (size, K, C, p_in) that ``keep`` accepts, ascending
-    (the finite regime first), and a column per model of ``models``: ``entry(table, model,
-    n, K, C, p_in)`` fills each cell, or None for "–"; a row of None only is left out."""
+def _settings_markdown(table, models, entry, empty: str, keep=lambda k, c, p: True) -> str:
+    """A markdown table with a row per (size, K, C, p_in) that ``keep`` accepts, the
+    finite regime first, then K and C ascending and p_in descending, and a column per
+    model of ``models``: ``entry(table, model, n, K, C, p_in)`` fills each cell, or None
+    for "–"; a row of None only is left out, and a table without rows or columns is the
+    sentence ``empty``."""
     sizes = [n for n in SIZES if any(key[1] == n for key in table)]
-    head = "| regime | K | C | p_in | " + " | ".join(get(m).label for m in models) + " |"
-    lines = [head, "|---" * (4 + len(models)) + "|"]
+    rows = []
     for n in sizes:
         for k, c, p in sorted(settings(), key=lambda s: (s[0], s[1], -(s[2] or 0.0))):
             cells = [entry(table, m, n, k, c, p) for m in models] if keep(k, c, p) else []
-            if not any(x is not None for x in cells):
-                continue
-            pin = "–" if p is None else f"{p:g}"
-            lines.append(
-                f"| {size_label(n)} | {k} | {c} | {pin} | "
-                + " | ".join("–" if x is None else x for x in cells)
-                + " |"
-            )
-    return "\n".join(lines)
+            if any(x is not None for x in cells):
+                pin = "–" if p is None else f"{p:g}"
+                cells = ["–" if x is None else x for x in cells]
+                rows.append(f"| {size_label(n)} | {k} | {c} | {pin} | " + " | ".join(cells) + " |")
+    if not rows:
+        return empty
+    head = "| regime | K | C | p_in | " + " | ".join(get(m).label for m in models) + " |"
+    return "\n".join([head, "|---" * (4 + len(models)) + "|", *rows])
+
+
+def _iqm(x) -> str:
+    v = stats.iqm(x)
+    return f"{v:.3f}" if np.isfinite(v) else "n/a"
 
 
 def loss_markdown(res: Results) -> str:
@@ -415,28 +413,28 @@ def loss_markdown(res: Results) -> str:
         if cell is None:
             return None
         v = mean_task(cell)
-        lo, hi = stats.iqm_ci(v)
-        return f"{stats.iqm(v):.3f} [{lo:.3f}, {hi:.3f}]; {stats.iqm(worst_task(cell)):.3f}"
+        return f"{fmt_ci(stats.iqm(v), *stats.iqm_ci(v))}; {_iqm(worst_task(cell))}"
 
-    return _settings_markdown(table, _models(table), entry)
+    return _settings_markdown(table, _models(table), entry, "No cell is stored yet.")
 
 
 def transfer_markdown(res: Results) -> str:
     """Every multi-task architecture's MTL gain, mean over tasks with its paired 95% CI,
     and how many of the K tasks transfer negatively (gain CI below 0): a row per
-    (regime, K, C, p_in) whose single-task cell is stored. The table in
-    docs/many_tasks.md."""
+    (regime, K, C, p_in) where the single-task cell and a multi-task one are stored. The
+    table in docs/many_tasks.md."""
     table = _table(res)
 
     def entry(table, m, n, k, c, p):
         cell, single = _find(table, m, n, k, c, p), _find(table, BASELINE, n, k, c, p)
         if cell is None or single is None:
             return None
-        negative = int(np.sum(task_gains(single, cell)[:, 2] < 0))
-        return f"{_signed(mean_gain(single, cell))}; {negative}/{k}"
+        negative = round(negative_fraction(single, cell) * k)
+        return f"{fmt_ci(*mean_gain(single, cell), signed=True)}; {negative}/{k}"
 
     models = [m for m in _models(table) if m != BASELINE]
-    return _settings_markdown(table, models, entry)
+    empty = "No setting has both its single-task cell and a multi-task one stored yet."
+    return _settings_markdown(table, models, entry, empty)
 
 
 def routing_markdown(res: Results) -> str:
@@ -447,10 +445,11 @@ def routing_markdown(res: Results) -> str:
 
     def entry(table, m, n, k, c, p):
         cell = _find(table, m, n, k, c, p)
-        return None if cell is None else _signed(routing_score(cell), 2)
+        return None if cell is None else fmt_ci(*routing_score(cell), digits=2, signed=True)
 
     clustered = lambda k, c, p: c >= 2 and k // c >= 2  # noqa: E731
-    return _settings_markdown(table, _models(table, gated=True), entry, clustered)
+    empty = "No gated architecture's cell with clusters of 2 tasks or more is stored yet."
+    return _settings_markdown(table, _models(table, gated=True), entry, empty, clustered)
 
 
 # ----------------------------------------------------------------------------- claims
