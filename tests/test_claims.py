@@ -551,6 +551,29 @@ def test_an_experiments_tables_need_names_a_document_can_hold():
             protocol.Experiment(exp.name, exp.description, exp.cells, tables=tables)
 
 
+def test_the_data_regime_stops_table_gives_each_cells_early_stopping_step():
+    """`stops_markdown`: the median step of task 1's lowest validation loss and its
+    quartiles, over the runs that did not diverge and store one, per size, multi-task
+    architecture and correlation; the single-task control has no row."""
+    from benchmark.experiments import data_regime as dr
+
+    res = data_regime()
+    for c in res.cells:
+        c.arrays["diverged"] = np.zeros(N, bool)
+        c.arrays["best_eval"] = np.full(c.final.shape, 4)  # step 2000
+        if (c.meta["model"], c.meta["n_train"], c.x) == ("omoe", 10_000, 1.0):
+            c.arrays["best_eval"][:, 0] = np.where(np.arange(N) < N // 2, 1, 3)  # 500, 1500
+            c.arrays["diverged"][N // 2 :] = True  # so its median is 500
+        if (c.meta["model"], c.meta["n_train"], c.x) == ("mmoe", None, 0.0):
+            c.arrays["best_eval"][:, 0] = -1  # none stored
+    table = dr.stops_markdown(res).split("\n")
+    assert table[0] == "| size | architecture | p = 0 | p = 1 |"
+    assert len(table) == 2 + 2 * 4  # two sizes x four multi-task architectures
+    assert "| 10^4 | OMoE | 2k | 500 |" in table
+    assert "| stream | MMoE | n/a | 2k |" in table
+    assert not any("Single-task" in line for line in table)
+
+
 def test_experiment_blocks_fill_the_tables_and_claims_an_experiment_names(tmp_path):
     """`EXPERIMENT.FUNCTION` is one of its `tables`, `EXPERIMENT.claims` its verdicts; an
     experiment with no cell stored says so; a name no experiment writes is left out, and

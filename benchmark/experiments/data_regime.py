@@ -561,6 +561,45 @@ def ends_markdown(res: Results) -> str:
     return _size_rows_markdown([get(m).label for m in models], list(sizes), entry)
 
 
+def stops_markdown(res: Results) -> str:
+    """When early stopping stops: per stored size and multi-task architecture (rows) and
+    correlation (columns), the median over runs of the step of task 1's lowest
+    validation loss, with its quartiles where they differ (``133k (120k–150k)``); "–"
+    where the cell is not stored, "n/a" where no run stores one. Descriptive: it decides
+    no claim."""
+    by: dict = {}
+    for c in res.cells:
+        if c.meta["model"] != BASELINE:
+            by[(c.meta["model"], c.meta.get("n_train"), round(c.x, 6))] = c
+    ps = sorted({k[2] for k in by})
+    models = _models({k[:2]: None for k in by})
+    sizes = _sizes({k[:2]: None for k in by})
+    if not ps:
+        return "No cell that this table reads is stored yet."
+
+    def step(x: float) -> str:
+        return f"{x / 1000:.0f}k" if x >= 1000 else f"{x:.0f}"
+
+    def entry(m, n, p) -> str:
+        cell = by.get((m, n, p))
+        if cell is None:
+            return "–"
+        median, q1, q3, runs = stopping_steps([cell], res.eval_steps)
+        if not runs:
+            return "n/a"
+        spread = "" if q1 == q3 else f" ({step(q1)}–{step(q3)})"
+        return step(median) + spread
+
+    lines = ["| size | architecture | " + " | ".join(f"p = {p:g}" for p in ps) + " |"]
+    lines.append("|---" * (len(ps) + 2) + "|")
+    for n in sizes:
+        for m in models:
+            if any((m, n, p) in by for p in ps):
+                row = [_size_md(size_label(n)), get(m).label, *(entry(m, n, p) for p in ps)]
+                lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def _shrinks(res: Results, measure, p: float, what: str) -> Verdict:
     """For every multi-task architecture: the paired CI of ``measure`` at the smallest
     size minus ``measure`` in the stream is above 0. Run i shares its key across sizes
@@ -636,6 +675,6 @@ register(
         claims=CLAIMS,
         in_all=False,
         extra=extra,
-        tables=(ends_markdown, where_markdown, effect_markdown),
+        tables=(ends_markdown, where_markdown, effect_markdown, stops_markdown),
     )
 )
