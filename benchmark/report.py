@@ -254,20 +254,27 @@ def training_time(root: Path, experiments: list[Experiment]) -> list[dict]:
     ``experiments``: a cell shared with an earlier experiment counts there; a cell that a
     later experiment asks more runs of counts its extra runs (not as a new cell) there.
 
-    Returns records ``{"experiment", "cells", "runs", "run_steps", "train_s"}``:
-    ``train_s`` is the wall time of the training calls (compilation included) that made
-    those runs, as the cells recorded it, on whichever machines trained them.
+    Returns records ``{"experiment", "cells", "extended", "cell_runs", "runs", "run_steps",
+    "train_s"}``: ``cells`` counts its new cells, ``extended`` the earlier cells it adds
+    runs to, ``cell_runs`` the distinct run counts of its new cells; ``train_s`` is the
+    wall time of the training calls (compilation included) that made those runs, as the
+    cells recorded it, on whichever machines trained them.
     """
     seen: dict[str, int] = {}
     rows = []
     for exp in stored_experiments(root, experiments):
         manifest = json.loads((root / exp.name / "manifest.json").read_text())
-        row = {"experiment": exp.name, "cells": 0, "runs": 0, "run_steps": 0, "train_s": 0.0}
+        row = {"experiment": exp.name, "cells": 0, "extended": 0, "cell_runs": set()}
+        row |= {"runs": 0, "run_steps": 0, "train_s": 0.0}
         for r in manifest["cells"]:
             new = r["n_runs"] - seen.get(r["key"], 0)
             if new <= 0:
                 continue
-            row["cells"] += r["key"] not in seen  # a cell extended here counts its runs only
+            if r["key"] in seen:  # a cell extended here counts its runs only
+                row["extended"] += 1
+            else:
+                row["cells"] += 1
+                row["cell_runs"].add(r["n_runs"])
             seen[r["key"]] = r["n_runs"]
             row["runs"] += new
             row["run_steps"] += new * r["steps"]
@@ -381,6 +388,20 @@ def _total(rows: list[dict]) -> dict:
     return {k: sum(r[k] for r in rows) for k in ("cells", "runs", "run_steps", "train_s")}
 
 
+def _size(row: dict) -> str:
+    """What a :func:`training_time` row trained: ``3 cells × 200 runs``, or ``6 cells``
+    where their run counts differ, and the earlier cells it added runs to."""
+    parts = []
+    if row["cells"] or not row["extended"]:
+        parts.append(f"{_num(row['cells'])} cells")
+        if len(row["cell_runs"]) == 1 and not row["extended"]:
+            parts[0] += f" × {_num(next(iter(row['cell_runs'])))} runs"
+    if row["extended"]:
+        n = row["extended"]
+        parts.append(f"more runs of {_num(n)} earlier cell{'s' if n > 1 else ''}")
+    return ", and ".join(parts)
+
+
 def readme_time(root: Path, experiments: list[Experiment]) -> str:
     """The README's training-time table: each stored experiment's new cells and runs and
     the time their cells recorded, each run counted once; ``make reproduce``'s total."""
@@ -388,11 +409,8 @@ def readme_time(root: Path, experiments: list[Experiment]) -> str:
     main, extra = _time_rows(root, experiments)
 
     def row(r: dict, what: str) -> str:
-        size = f"{_num(r['cells'])} cells"
-        if r["cells"] and r["runs"] % r["cells"] == 0:
-            size += f" × {_num(r['runs'] // r['cells'])} runs"
         return (
-            f"| `{r['experiment']}`{what}: {size} | {_num(r['runs'])} | "
+            f"| `{r['experiment']}`{what}: {_size(r)} | {_num(r['runs'])} | "
             f"{r['train_s'] / 60:.1f} min ({_num(r['run_steps'] / 1e6)} M run-steps) |"
         )
 

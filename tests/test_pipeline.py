@@ -628,6 +628,20 @@ def test_training_time_counts_each_cell_once(smoke_root):
     earlier = {c.key() for e in _exps(ALL[: ALL.index("relatedness")]) for c in e.cells(SMOKE)}
     own = [c for c in experiments.get("relatedness").cells(SMOKE) if c.key() not in earlier]
     assert 0 < rows[ALL.index("relatedness")]["runs"] == sum(c.n_runs for c in own)
+    assert rows[0]["cell_runs"] == {c.n_runs for c in experiments.get(ALL[0]).cells(SMOKE)}
+
+
+def test_the_time_table_names_a_run_count_only_where_every_new_cell_has_it():
+    from benchmark.report import _size
+
+    row = {"cells": 3, "extended": 0, "cell_runs": {200}}
+    assert _size(row) == "3 cells × 200 runs"
+    # 6 cells of 20 or 80 runs, and 120 runs added to 2 cells of an earlier experiment:
+    # 360 runs over 6 cells is no "× 60 runs".
+    row = {"cells": 6, "extended": 2, "cell_runs": {20, 80}}
+    assert _size(row) == "6 cells, and more runs of 2 earlier cells"
+    assert _size({"cells": 4, "extended": 0, "cell_runs": {20, 80}}) == "4 cells"
+    assert _size({"cells": 0, "extended": 1, "cell_runs": set()}) == "more runs of 1 earlier cell"
 
 
 def test_cli_list_json(capsys):
