@@ -198,3 +198,27 @@ def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation()
     for a, b in pairs:
         for key in ("curves", "final", "best"):
             assert np.array_equal(a.arrays[key][..., 0], b.arrays[key][..., 0], equal_nan=True)
+
+
+def _slug(heading: str) -> str:
+    """A markdown heading's anchor, as GitHub writes it."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    """A link to a file names one in the repository, and its ``#anchor`` a heading there;
+    a renamed section breaks the test, not the reader's link."""
+    docs = [README, *sorted((REPO / "docs").glob("*.md"))]
+    headings = {
+        p.resolve(): {_slug(h) for h in re.findall(r"^#+ (.*)$", p.read_text(), re.M)} for p in docs
+    }
+    broken, checked = [], 0
+    for doc in docs:
+        for target, anchor in re.findall(r"\]\(([^)#\s:]*)(?:#([^)\s]+))?\)", doc.read_text()):
+            path = (doc.parent / target).resolve() if target else doc.resolve()
+            checked += 1
+            if not path.exists():
+                broken.append(f"{doc.name}: {target}")
+            elif anchor and path in headings and anchor not in headings[path]:
+                broken.append(f"{doc.name}: {target}#{anchor}")
+    assert checked > 50 and not broken, broken
