@@ -63,6 +63,10 @@ LR_GRID = (1e-4, 1e-3, 1e-2)
 # (README, "Performance"): 2-10 runs per device keep a group's parameters, Adam moments and
 # activations in the core's cache, and are 1.2-1.45x faster than 100 at once.
 CPU_GROUP = 10
+# On a CPU, a trainer of this many tasks or more runs on one XLA host device by default:
+# sharded over two host devices, K = 16 programs stall (every thread of the process waits
+# and none computes, in XLA's CPU runtime, at random steps; docs/performance.md).
+CPU_SHARD_MAX_TASKS = 8
 
 
 SCHEDULES = ("constant", "wsd", "cosine")
@@ -466,6 +470,15 @@ def train_run(
     return out
 
 
+def default_devices(n_tasks: int, available: int, backend: str) -> int:
+    """Devices :func:`train_many` shards runs over when the caller names none: all of them,
+    but one on a CPU for ``n_tasks >= CPU_SHARD_MAX_TASKS`` (a workaround of the XLA
+    stall; a speed setting, the numbers are the same up to float rounding)."""
+    if backend == "cpu" and n_tasks >= CPU_SHARD_MAX_TASKS:
+        return 1
+    return available
+
+
 def default_group() -> int | None:
     """Runs per group: ``CPU_GROUP`` on a CPU, None (every run of a device at once) elsewhere.
 
@@ -630,8 +643,9 @@ def train_many(
       lr: scalar or ``(R,)`` learning rates > 0.
       model, task, cfg: as in :func:`train_run`.
       devices: how many of this process's devices (``jax.local_devices()``) to shard the
-        runs over (default: all). Under ``jax.distributed`` each process trains its own
-        runs on its own devices; see the README, "Scaling out".
+        runs over (default: :func:`default_devices`: all, but one on a CPU for K >= 8).
+        Under ``jax.distributed`` each process trains its own runs on its own devices; see
+        the README, "Scaling out".
       group: runs a device trains together (vmapped); its groups train one after the
         other. ``"auto"``: :func:`default_group`; None trains all of a device's runs at once.
         A speed setting: a run's numbers do not depend on it beyond float rounding.
@@ -656,7 +670,10 @@ def train_many(
         raise ValueError(f"devices must be a positive integer or None, got {devices!r}")
     if group not in (None, "auto") and (not isinstance(group, int) or group < 1):
         raise ValueError(f"group must be a positive integer, None or 'auto', got {group!r}")
-    n_dev = min(devices or jax.local_device_count(), jax.local_device_count())
+    available = jax.local_device_count()
+    n_dev = min(
+        devices or default_devices(cfg.n_tasks, available, jax.default_backend()), available
+    )
     keys, p, lr = _pad_runs((keys, jnp.asarray(p), jnp.asarray(lr)), (-n_runs) % n_dev)
     fn = trainer(model, task, cfg, n_dev, group, objective)
     t0 = time.perf_counter()

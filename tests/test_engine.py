@@ -520,3 +520,35 @@ def test_an_accelerator_gets_every_run_in_flight(monkeypatch):
     assert runner.default_fuse(paper) == runner.ACCELERATOR_TEST_BYTES // per_run < 8192
     chunks = [runner.Chunk(spec, s, 20) for s in range(0, 200, 20)]
     assert [len(c) for c in runner.fused(chunks, "auto")] == [10]  # one call, 200 runs
+
+
+def test_many_tasks_train_on_one_cpu_device_unless_asked():
+    """Sharded over two XLA host devices, K = 16 programs stall; on a CPU, K >= 8 takes one
+    device by default, and every other case all of them."""
+    from benchmark.engine import CPU_SHARD_MAX_TASKS, default_devices
+
+    assert default_devices(CPU_SHARD_MAX_TASKS, 2, "cpu") == 1
+    assert default_devices(16, 2, "cpu") == 1
+    assert default_devices(CPU_SHARD_MAX_TASKS - 1, 2, "cpu") == 2
+    assert default_devices(2, 2, "cpu") == 2
+    assert default_devices(16, 8, "gpu") == 8
+
+
+@pytest.mark.parametrize(
+    ("n_tasks", "devices", "expected"), [(8, None, 1), (2, None, 2), (8, 2, 2)]
+)
+def test_train_many_shards_as_default_devices_says(monkeypatch, n_tasks, devices, expected):
+    """``train_many`` asks for :func:`default_devices` where the caller names none, and for
+    the caller's count where it does (on a CPU seen as having two devices)."""
+    seen = []
+
+    def fake_trainer(model, task, cfg, n_devices, group, objective):
+        seen.append(n_devices)
+        return lambda keys, p, lr: {"final": jnp.zeros((keys.shape[0], cfg.n_tasks))}
+
+    monkeypatch.setattr(engine, "trainer", fake_trainer)
+    monkeypatch.setattr(engine.jax, "local_device_count", lambda: 2)
+    monkeypatch.setattr(engine.jax, "default_backend", lambda: "cpu")
+    cfg = dataclasses.replace(CFG, n_tasks=n_tasks)
+    out = train_many(run_keys(0, 3), 0.5, 1e-2, model=MODEL, task=SPEC, cfg=cfg, devices=devices)
+    assert seen == [expected] and out["final"].shape == (3, n_tasks)
