@@ -99,6 +99,17 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_bytes(Path(path), buf.getvalue().encode())
 
 
+def log_y(ax) -> None:
+    """A log y axis with labelled ticks at 1, 2 and 5 times each power of ten and no minor
+    ticks, so that values within one decade still get labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def _steps_formatter():
     """Tick labels in thousands (``40k``), so that long budgets' ticks never run together."""
     from matplotlib.ticker import FuncFormatter

@@ -800,6 +800,22 @@ def test_the_many_tasks_figures_draw_from_their_cells(tmp_path):
     assert sb and all(float(r["fraction"]) == 1.0 for r in sb)  # 0.1 worse on every task
 
 
+def test_a_log_axis_within_one_decade_keeps_labelled_ticks():
+    """The cost figure's values (130-700 µs) lie within one decade, where a log axis
+    without minor ticks has no labelled tick at all; ``plots.log_y`` labels 200 and 500."""
+    from benchmark import plots
+
+    fig, axes = plots.figure(1, 1)
+    ax = axes[0][0]
+    ax.plot([2, 16], [130, 700])
+    ax.minorticks_off()
+    plots.log_y(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    shown = [t.get_text() for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+    assert {"200", "500"} <= set(shown), shown
+
+
 def test_the_many_tasks_claims_wait_for_their_cells():
     """On a regime with none of its cells stored, each claim names what it waits for."""
     import dataclasses

@@ -237,7 +237,7 @@ def _against_k(table, models, fn, ylabel, log=False):
         ax.set_xticks(KS, [str(k) for k in KS])
         ax.minorticks_off()
         if log:
-            ax.set_yscale("log")
+            plots.log_y(ax)
     return fig, rows
 
 
@@ -365,9 +365,9 @@ def draw_cost(res: Results, out: Path, caption: str) -> list[Path]:
         title="cost per run-step", legend="outside",
     )  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.set_xticks(KS, [str(k) for k in KS])
     ax.minorticks_off()
+    plots.log_y(ax)
     header = ["model", "tasks", "us_per_run_step", "cells"]
     plots.write_csv(out / "many_tasks_cost.csv", header, rows)
     return [plots.save(fig, out / "many_tasks_cost.png", caption)]
