@@ -800,6 +800,24 @@ def test_the_many_tasks_figures_draw_from_their_cells(tmp_path):
     assert sb and all(float(r["fraction"]) == 1.0 for r in sb)  # 0.1 worse on every task
 
 
+def test_every_many_tasks_panel_spans_every_k_even_when_empty():
+    """While training, panels without cells (here p_in = 0.95) still show K = 2..16 on
+    the same x range as the filled ones."""
+    import dataclasses
+
+    from benchmark.experiments import many_tasks as mt
+
+    res = many_tasks()
+    keep = [c for c in res.cells if mt.structure(np.array(c.meta["corr"]))[2] != 0.95]
+    table = mt._table(dataclasses.replace(res, cells=keep))
+    fig, _ = mt._against_k(table, mt._models(table), mt._loss_fn(mt.mean_task), "y", log=True)
+    limits = {tuple(np.round(ax.get_xlim(), 6)) for ax in fig.axes if ax.get_title()}
+    assert len(limits) == 1, limits
+    lo, hi = limits.pop()
+    assert lo < min(mt.KS) and hi > max(mt.KS)
+    assert any(not ax.lines for ax in fig.axes if ax.get_title())  # an empty panel
+
+
 def test_a_log_axis_within_one_decade_keeps_labelled_ticks():
     """The cost figure's values (130-700 µs) lie within one decade, where a log axis
     without minor ticks has no labelled tick at all; ``plots.log_y`` labels 200 and 500."""

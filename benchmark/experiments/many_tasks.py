@@ -234,6 +234,7 @@ def _against_k(table, models, fn, ylabel, log=False):
             legend=None if (i, j) != fullest else ("outside" if j == len(cols) - 1 else "inside"),
         )
         ax.set_xscale("log", base=2)
+        ax.set_xlim(KS[0] / 1.25, KS[-1] * 1.25)  # the same on every panel, empty or not
         ax.set_xticks(KS, [str(k) for k in KS])
         ax.minorticks_off()
         if log:
