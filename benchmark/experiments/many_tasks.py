@@ -202,6 +202,15 @@ def _panels(table):
     return [(n, p) for n in sizes for p in P_IN], [c for c in CS if any(k[3] == c for k in table)]
 
 
+def _k_axis(ax) -> None:
+    """K on a log-2 x axis, labelled at every K, the same range on every panel (filled
+    or not)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(KS[0] / 1.25, KS[-1] * 1.25)
+    ax.set_xticks(KS, [str(k) for k in KS])
+    ax.minorticks_off()
+
+
 def _against_k(table, models, fn, ylabel, log=False):
     """A figure of ``fn(table, model, n, K, C, p_in) -> (point, lo, hi) | None`` against
     K: a row per (size, p_in), a column per C. Returns ``(fig, csv rows)``."""
@@ -233,10 +242,7 @@ def _against_k(table, models, fn, ylabel, log=False):
             title=f"{size_label(n)}, C = {cols[j]}, p_in = {p:g}",
             legend=None if (i, j) != fullest else ("outside" if j == len(cols) - 1 else "inside"),
         )
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(KS[0] / 1.25, KS[-1] * 1.25)  # the same on every panel, empty or not
-        ax.set_xticks(KS, [str(k) for k in KS])
-        ax.minorticks_off()
+        _k_axis(ax)
         if log:
             plots.log_y(ax)
     return fig, rows
@@ -365,9 +371,7 @@ def draw_cost(res: Results, out: Path, caption: str) -> list[Path]:
         axes[0][0], series, "tasks K", "wall time per run-step (µs, as trained)",
         title="cost per run-step", legend="outside",
     )  # fmt: skip
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(KS, [str(k) for k in KS])
-    ax.minorticks_off()
+    _k_axis(ax)
     plots.log_y(ax)
     header = ["model", "tasks", "us_per_run_step", "cells"]
     plots.write_csv(out / "many_tasks_cost.csv", header, rows)
