@@ -506,6 +506,39 @@ def test_the_many_tasks_tables_give_loss_transfer_and_routing_per_setting():
     assert unrouted.split(" | ")[4].startswith("+0.00")
 
 
+def test_the_many_tasks_stops_table_says_whether_runs_still_improve_at_the_end():
+    """`stops_markdown`: per (regime, K) and architecture, the share of tasks whose lowest
+    validation MSE is the last evaluation, over the runs that did not diverge, and the
+    median fall of the mean-task test MSE over the last tenth of the evaluations."""
+    from benchmark.experiments import many_tasks as mt
+
+    res = many_tasks()
+    last = STEPS.size - 1
+    for c in res.cells:
+        runs, k = c.final.shape
+        if c.meta["model"] == "dselect_k" and c.meta["n_train"] == mt.SIZES[0]:
+            # Falls to 1.0 from 1.25 one evaluation before the end: a 25% fall; every task
+            # stops at the end but in 10 runs that diverged (stopped at the first).
+            c.arrays["curves"] = np.repeat(np.linspace(2.0, 1.0, STEPS.size)[:, None], k, 1)
+            c.arrays["curves"] = np.repeat(c.arrays["curves"][None], runs, 0)
+            c.arrays["curves"][:, last - 1] = 1.25
+            c.arrays["best_eval"] = np.full((runs, k), last)
+            c.arrays["diverged"] = np.arange(runs) < 10
+            c.arrays["best_eval"][:10] = 0
+        elif c.meta["model"] == "mmoe":  # stops early on half its tasks; flat curves
+            c.arrays["best_eval"] = np.where(np.arange(k) % 2 == 0, last, 1)[None].repeat(runs, 0)
+    lines = mt.stops_markdown(res).split("\n")
+    assert lines[0] == "| regime | K | Single-task | Shared-Bottom | MMoE | DSelect-k |"
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [
+        ["| 1e5", "8"], ["| 1e5", "16"], ["| stream", "8"], ["| stream", "16"]
+    ]  # fmt: skip
+    row = {tuple(line[:-2].split(" | ")[:2]): line[:-2].split(" | ")[2:] for line in lines[2:]}
+    assert row[("| 1e5", "16")] == ["n/a · 0%", "n/a · 0%", "50% · 0%", "100% · 25%"]
+    assert row[("| 1e5", "8")][:2] == ["–", "–"]  # no single-task or SB cell at K = 8
+    assert row[("| stream", "16")][3] == "n/a · 0%"  # no best evaluation stored
+    assert mt.stops_markdown(mt.Results("many_tasks", {}, [])) == "No cell is stored yet."
+
+
 def test_the_docs_tables_say_what_is_missing_instead_of_drawing_a_broken_table():
     """A table with no column or no row is a sentence; an entry whose architectures are
     partly stored says how many; a p = 1 alone has no lower end; a diverged cell reads

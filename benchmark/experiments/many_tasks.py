@@ -180,6 +180,30 @@ def routing_score(cell):
     return stats.paired_diff(*routing(cell))
 
 
+def still_falling(cells) -> tuple[float, float, int]:
+    """``(at_end, fall, runs)`` over ``cells`` (a list of :class:`CellResult`), from the
+    runs that did not diverge: ``at_end``, the share of their (run, task) pairs whose
+    lowest validation MSE is the last evaluation (early stopping did not act); ``fall``,
+    the median over runs of the mean-task test MSE's relative fall over the last tenth of
+    the evaluations (one at least), ``(MSE there − at the end) / at the end``. NaNs and 0
+    runs where no run is left."""
+    ends, falls = [], []
+    for c in cells:
+        keep = ~np.asarray(c.arrays["diverged"], dtype=bool)
+        curves = np.asarray(c.arrays["curves"], dtype=np.float64)[keep]  # (runs, evals, K)
+        last = curves.shape[1] - 1
+        best = np.asarray(c.arrays.get("best_eval", np.full(c.final.shape, -1)))[keep]
+        ends.append((best[best >= 0] == last).astype(float))
+        late = curves[:, last - max(round(0.1 * last), 1)].mean(-1)
+        end = curves[:, last].mean(-1)
+        falls.append((late - end) / end)
+    ends, falls = np.concatenate(ends or [np.zeros(0)]), np.concatenate(falls or [np.zeros(0)])
+    if not falls.size:
+        return float("nan"), float("nan"), 0
+    at_end = float(ends.mean()) if ends.size else float("nan")
+    return at_end, float(np.median(falls)), int(falls.size)
+
+
 # ----------------------------------------------------------------------------- figures
 
 
@@ -457,6 +481,38 @@ def routing_markdown(res: Results) -> str:
     return _settings_markdown(table, _models(table, gated=True), entry, empty, clustered)
 
 
+def stops_markdown(res: Results) -> str:
+    """Whether the runs still improve at the end of training: per stored (regime, K)
+    (rows) and architecture (columns), over the cells of every setting there,
+    :func:`still_falling`'s share of tasks whose lowest validation MSE is the last
+    evaluation, then the median fall of the mean-task test MSE over the last tenth of
+    the steps (``100% · 22%``); "–" where no cell is stored. Descriptive: it decides no
+    claim. The table in docs/many_tasks.md."""
+    table = _table(res)
+    models = _models(table)
+    keys = sorted({(key[1], key[2]) for key in table}, key=lambda x: (SIZES.index(x[0]), x[1]))
+    if not keys:
+        return "No cell is stored yet."
+
+    def entry(m, n, k) -> str:
+        cells = [v for key, v in table.items() if key[:3] == (m, n, k)]
+        if not cells:
+            return "–"
+        at_end, fall, runs = still_falling(cells)
+        if not runs:
+            return "n/a"
+        share = "n/a" if not np.isfinite(at_end) else f"{at_end:.0%}"
+        return f"{share} · {fall:.0%}"
+
+    lines = ["| regime | K | " + " | ".join(get(m).label for m in models) + " |"]
+    lines.append("|---" * (2 + len(models)) + "|")
+    for n, k in keys:
+        lines.append(
+            f"| {size_label(n)} | {k} | " + " | ".join(entry(m, n, k) for m in models) + " |"
+        )
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- claims
 
 
@@ -597,6 +653,6 @@ register(
         claims=CLAIMS,
         in_all=False,
         extra=extra,
-        tables=(loss_markdown, transfer_markdown, routing_markdown),
+        tables=(loss_markdown, transfer_markdown, routing_markdown, stops_markdown),
     )
 )
