@@ -490,7 +490,7 @@ def stops_markdown(res: Results) -> str:
     claim. The table in docs/many_tasks.md."""
     table = _table(res)
     models = _models(table)
-    keys = sorted({(key[1], key[2]) for key in table}, key=lambda x: (SIZES.index(x[0]), x[1]))
+    keys = [(n, k) for n in SIZES for k in KS if any(key[1:3] == (n, k) for key in table)]
     if not keys:
         return "No cell is stored yet."
 
