@@ -356,9 +356,14 @@ def readme_claims(root: Path, experiments: list[Experiment]) -> str:
             continue
         m = manifests[exp.name]
         runs[exp.name] = max(c["n_runs"] for c in m["cells"])
-        steps.add(m["profile"]["train"]["steps"])
+        profile_steps = m["profile"]["train"]["steps"]
+        steps.add(profile_steps)
+        notes = [] if exp.in_all else ["`make extend`"]
+        # an experiment whose cells train other steps than the profile's says so
+        other = sorted({c["steps"] for c in m["cells"]} - {profile_steps})
+        notes += [f"{n // 1000}k steps" for n in other]
         for c in _verdicts(exp, load_experiment(root, exp.name)):
-            where = c["source"] + ("" if exp.in_all else " (`make extend`)")
+            where = c["source"] + (f" ({', '.join(notes)})" if notes else "")
             rows.append(_row([c["words"], where, _MARK[c["holds"]], c["evidence"]]))
     if not rows:
         return "No experiment with claims is stored yet.\n"

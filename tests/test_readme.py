@@ -179,6 +179,23 @@ def test_the_claims_are_decided_in_each_data_regime_stored(tmp_path):
     assert table.count("\n") == len(fig4) + 1 and "| stream | 1e5 points |" in table
 
 
+def test_the_readme_claims_table_tells_each_claim_apart_and_names_other_budgets():
+    """Every row of the README's claims table reads differently (a claim decided in two
+    regimes names its regime), and an experiment trained for other steps than the profile's
+    (`many_tasks`: a quarter) says so beside its source; the profile's own say nothing."""
+    from benchmark.report import readme_claims
+
+    table = readme_claims(DEFAULT, _every())
+    head, _, *rows = table.strip().splitlines()
+    assert "reproduces at 160k steps" in head
+    words = [r.split(" | ")[0] for r in rows]
+    assert len(set(words)) == len(words)
+    mt = [r for r in rows if "(in the stream)" in r or "(on 1e5 points per task)" in r]
+    assert len(mt) == len(many_tasks.CLAIMS) == 8
+    assert all("(`make extend`, 40k steps)" in r for r in mt)
+    assert not any("k steps" in r.split(" | ")[1] for r in rows if r not in mt)
+
+
 def test_the_single_task_baselines_task_1_is_the_same_run_at_every_correlation():
     """Why `data_regime` trains its baseline at p = 0 and 1 only: in every stored pair, task
     1's curves, final and early-stopped losses are equal bit for bit."""

@@ -634,7 +634,7 @@ def _claim(name, fn, words, source, rule, n) -> Claim:
     return Claim(
         f"many_tasks.{name}_{size_label(n)}",
         source,
-        words,
+        f"{words} ({where})",
         f"{rule}; each task's early-stopped test MSE, {where}",
         lambda res: fn(res, n),
     )
