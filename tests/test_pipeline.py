@@ -406,8 +406,8 @@ def test_the_committed_default_results_load(tmp_path):
         pytest.skip("results/default holds no complete experiment yet")
     for exp in stored:
         res = load_experiment(root, exp.name)
-        # (runs, tasks): two tasks but where a cell names its K (many_tasks: 2 to 16)
-        assert res.cells and all(c.final.shape[1] == c.meta.get("n_tasks", 2) for c in res.cells)
+        # final is (runs, tasks), the tasks its cell names (many_tasks: 2 to 16; else 2)
+        assert res.cells and all(c.final.shape[1] == c.meta["n_tasks"] for c in res.cells)
         assert exp.name != "many_tasks" or {c.final.shape[1] for c in res.cells} == {2, 4, 8, 16}
         if exp.name in ("fig3", "fig4"):
             assert all(c.meta["n_runs"] == DEFAULT.paper_runs for c in res.cells)
